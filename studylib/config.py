@@ -72,6 +72,9 @@ PROTOCOL: dict[str, Any] = {
     # Frozen-backbone feature extraction runs under bf16 autocast (fp32 moves linear-probe
     # accuracy by less than the 0.2-point budget: notebook 03 measures it; "fp32" to disable).
     "feature_precision": "bf16",
+    # fp32-vs-bf16 linear-probe check: fp32 features of a stratified subset (images per class),
+    # heads trained the same way on both; the full fp32 extraction would double the CPU time.
+    "precision_check": {"train_per_class": 300, "test_per_class": 200},
     "val_fraction": 0.0,         # the reference trains on all 50,000 and reports on test
     "precision": "bf16",         # autocast dtype for training/eval ("fp32" to disable); see benchmarks/
     "device": "auto",            # "auto" = CUDA when present, else CPU
@@ -92,6 +95,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train_per_class": 100,   # 1,000 training images
         "test_per_class": 50,     # 500 test images
         "epochs": 2,
+        "precision_check": {"train_per_class": 10, "test_per_class": 10},
     },
 }
 

@@ -1,0 +1,153 @@
+"""Frozen-backbone feature cache.
+
+The backbone is frozen and the transfer protocol has no augmentation, so a backbone maps each
+image to the same feature vector in every epoch: its features for the 60,000 images are
+computed once and the head trains on them (same result as running the images through the
+backbone every epoch; tests/test_transfer.py checks the logits).
+
+A cache lives in ``<artifacts>/<profile>/features/<backbone>-<hash(key)>/`` where the key is
+everything the features depend on: backbone, weights file sha256, input resolution, upscale,
+normalisation, precision, the images and labels (hashed) and this module's version. It is
+computed in shards of ``SHARD`` images, each written atomically (an interrupted extraction
+resumes at the first missing shard), then assembled into ``features.pt``. On read every piece
+is checked against the key and the data (shape, count, labels, finite values); anything
+missing, partial or stale is recomputed, never half-used.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import artifacts, train
+
+FEATURES_VERSION = 1
+SHARD = 5000       # images per shard file: an interruption loses at most one shard of work
+# Images per forward pass. On the 2-core CPU, 64 with channels_last and bf16 autocast was the
+# fastest setting measured (benchmarks/bench_transfer.py); results do not depend on it.
+BATCH = 64
+
+
+@dataclass
+class Cached:
+    features: torch.Tensor   # (N, D), bf16 or fp32 (the extraction precision)
+    labels: torch.Tensor     # (N,) int64, the split's labels (checked against the data)
+    key: dict
+    key_hash: str
+    path: Path
+    seconds: float           # extraction wall time (summed over shards, including resumed runs)
+    reused: bool
+
+    @property
+    def images_per_s(self) -> float:
+        return len(self.features) / self.seconds if self.seconds else float("nan")
+
+    def summary(self) -> dict:
+        return {"path": str(self.path), "n": len(self.features), "dim": self.features.shape[1],
+                "dtype": str(self.features.dtype).replace("torch.", ""), "seconds": self.seconds,
+                "images_per_s": self.images_per_s, "reused": self.reused, "key_hash": self.key_hash}
+
+
+def feature_key(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, precision: str) -> dict:
+    """Everything that determines a backbone's features of ``images`` (the device and batch size do not)."""
+    if model.provenance is None:
+        raise ValueError(f"{model.name} has no pretrained weights (built with weights_spec=None); "
+                         "features of untrained backbones are never cached.")
+    pre = model.preprocess
+    return {"backbone": model.name, "weights_sha256": model.provenance["sha256"], "size": pre.size,
+            "upscale": {"mode": pre.mode, "antialias": pre.antialias},
+            "mean": [round(v, 6) for v in pre.mean.flatten().tolist()],
+            "std": [round(v, 6) for v in pre.std.flatten().tolist()],
+            "precision": precision, "version": FEATURES_VERSION,
+            "images": artifacts.hash_tensor(images), "labels": artifacts.hash_tensor(labels)}
+
+
+@torch.inference_mode()
+def extract(model: nn.Module, images: torch.Tensor, *, precision: str = "bf16", device: str = "auto",
+            batch_size: int = BATCH, channels_last: bool = True, progress: bool | None = None,
+            desc: str = "features") -> torch.Tensor:
+    """Backbone features (N, D) of uint8 ``images``: bf16 under bf16 autocast, else fp32 (on CPU)."""
+    dev = train.resolve_device(device)
+    model.eval().to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    out_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    if progress is None:
+        progress = sys.stderr.isatty()
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress):
+        x = model.preprocess(images[start:start + batch_size].to(dev))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with train.autocast(dev, precision):
+            out.append(model.backbone(x).to(out_dtype).cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def _valid(obj, key_hash: str, n: int, labels: torch.Tensor | None = None) -> bool:
+    """A stored piece is usable only if it carries our key and has the expected, finite content."""
+    try:
+        f = obj["features"]
+        ok = obj["key_hash"] == key_hash and f.dim() == 2 and len(f) == n and bool(torch.isfinite(f.float()).all())
+        return ok and (labels is None or torch.equal(obj["labels"], labels))
+    except Exception:
+        return False
+
+
+def _load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        return None  # truncated or foreign file: treated as missing
+
+
+def cached_features(model: nn.Module, split, profile: str, *, precision: str = "bf16", device: str = "auto",
+                    force: bool = False, progress: bool | None = None, batch_size: int = BATCH) -> Cached:
+    """Features of every image of ``split`` (a data.CifarSplit) through ``model``'s frozen backbone,
+    from the cache when it is complete and matches, else computed (resuming finished shards)."""
+    key = feature_key(model, split.images, split.labels, precision)
+    key_hash = artifacts.hash_obj(key)
+    folder = artifacts.artifact_dir(profile, "features", f"{model.name}-{split.split}", key)
+    final = folder / "features.pt"
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    n = len(split)
+    if final.exists():
+        obj = _load(final)
+        if _valid(obj, key_hash, n, split.labels):
+            return Cached(obj["features"], split.labels, key, key_hash, folder, obj["seconds"], reused=True)
+        print(f"feature cache {final} is stale or damaged; rebuilding it", flush=True)
+        shutil.rmtree(folder)
+
+    parts, seconds = [], 0.0
+    n_shards = (n + SHARD - 1) // SHARD
+    for i, start in enumerate(range(0, n, SHARD)):
+        stop = min(start + SHARD, n)
+        shard_path = folder / f"shard-{start:06d}-{stop:06d}.pt"
+        obj = _load(shard_path) if shard_path.exists() else None
+        if not _valid(obj, key_hash, stop - start, split.labels[start:stop]):
+            t0 = time.perf_counter()
+            feats = extract(model, split.images[start:stop], precision=precision, device=device,
+                            batch_size=batch_size, progress=progress,
+                            desc=f"{model.name} {split.split} {i + 1}/{n_shards}")
+            obj = {"features": feats, "labels": split.labels[start:stop].clone(), "key_hash": key_hash,
+                   "seconds": time.perf_counter() - t0}
+            artifacts.torch_save(shard_path, obj)
+            print(f"{model.name} {split.split}: images {start:,}-{stop:,} of {n:,} in {obj['seconds']:.1f} s "
+                  f"({(stop - start) / obj['seconds']:.1f} images/s)", flush=True)
+        parts.append(obj["features"])
+        seconds += obj["seconds"]
+    feats = torch.cat(parts) if parts else torch.empty(0, 0)
+    artifacts.torch_save(final, {"features": feats, "labels": split.labels.clone(), "key": key, "key_hash": key_hash,
+                                 "seconds": seconds, "environment": train.environment()})
+    artifacts.write_json(folder / "key.json", key)
+    for shard in folder.glob("shard-*.pt"):
+        shard.unlink()
+    return Cached(feats, split.labels, key, key_hash, folder, seconds, reused=False)
