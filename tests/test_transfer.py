@@ -339,3 +339,16 @@ def test_reference_file_holds_the_published_table():
     pairs = {tuple(r["pair"]): (r["scratch"], r["transfer"]) for r in ref["confusion_pairs"]}
     assert pairs[("cat", "dog")] == (333, 243) and len(pairs) == 5
     assert reference.reference_table().loc["efficientnet_b0", "reference test acc (%)"] == 83.75
+
+
+def test_precision_check_compares_fp32_and_bf16_heads(offline, artifact_root, monkeypatch):
+    folder = offline / "wdir"
+    synthetic_weights("mobilenet_v2", folder)
+    train_split, test_split = tiny_split(20, 0, "train"), tiny_split(10, 1, "test")
+    monkeypatch.setattr(data, "load_profile_data", lambda cfg, data_dir=None: (train_split, test_split))
+    out = transfer.precision_check("mobilenet_v2", "quick", weights_dir=folder, progress=False)
+    assert (out["train_n"], out["test_n"]) == (20, 10)  # min(10 per class, what the split has) x 10 classes
+    assert out["diff_pts"] == pytest.approx(100 * (out["test_acc_bf16"] - out["test_acc_fp32"]))
+    assert 0 <= out["prediction_agreement"] <= 1 and 0 < out["feature_rel_error"] < 0.5
+    kinds = {p.name.split("-")[-2] for p in (artifact_root / "quick" / "precision_check").iterdir()}
+    assert kinds == {"fp32", "bf16"}
