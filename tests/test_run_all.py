@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 import sys
@@ -66,3 +67,7 @@ def test_quick_pipeline_end_to_end(real_data_dir, tmp_path, monkeypatch, artifac
     for nb_path in sorted(config.NOTEBOOKS_DIR.glob(run_all.NOTEBOOK_GLOB)):
         assert nb_path.with_suffix(".html").name in index
         assert (out / nb_path.with_suffix(".html").name).exists()
+    timings = json.loads((out / "timings.json").read_text())
+    assert all(row["status"] == "ok" and row["summary"] for row in timings["notebooks"])  # every notebook summarised
+    assert re.search(r"custom_cnn \(quick profile\): \d+\.\d\d% test accuracy \(500 images, 2 epochs", index)
+    assert "3,195,146" in (out / "04_vit.html").read_text()
