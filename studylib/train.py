@@ -157,6 +157,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
     if progress is None:
         progress = sys.stderr.isatty()
     n = len(train_x)
+    test_logits = None
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
@@ -202,7 +203,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
         if on_epoch_end:
             on_epoch_end(epoch)
 
-    test_logits = predict_logits(model, test_x, prepare, dev, precision, channels_last)
+    if test_logits is None:  # resumed after the last epoch's checkpoint: nothing evaluated in this process
+        test_logits = predict_logits(model, test_x, prepare, dev, precision, channels_last)
     hist = pd.DataFrame(history)
     counts = models.count_params(model)
     metrics = {

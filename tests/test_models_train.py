@@ -120,11 +120,12 @@ def test_finished_run_is_reused(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(first.model.state_dict().values(), again.model.state_dict().values()))
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path):
+@pytest.mark.parametrize("stop_after", [1, 3])  # mid-run, and after the last epoch's checkpoint
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, stop_after):
     full = _tiny_fit(tmp_path / "full")
 
     def interrupt(epoch):
-        if epoch == 1:
+        if epoch == stop_after:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
