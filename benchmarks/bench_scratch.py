@@ -14,6 +14,7 @@ and the full-protocol time it extrapolates to (15 epochs x 50,000 images + 15 te
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -110,7 +111,6 @@ def accuracy_check(name: str, per_class: int, epochs: int) -> None:
     """Same short run in fp32 and bf16 autocast: does bf16 cost accuracy?"""
     accs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        import os
         os.environ[config.ARTIFACTS_DIR_ENV] = tmp
         for precision in ("fp32", "bf16"):
             r = train.train_from_scratch(name, "quick", epochs=epochs, train_per_class=per_class,

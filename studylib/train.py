@@ -211,7 +211,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
         "test_acc": (test_logits.argmax(1) == test_y).float().mean().item(),
         "test_n": len(test_y), "train_n": n, "epochs": epochs,
         "params_total": counts["total"],
-        "params_trainable": sum(p.numel() for p in (params or model).parameters() if p.requires_grad),
+        "params_trainable": models.count_params(params or model)["trainable"],
         "train_seconds": float(hist.seconds.sum()) if len(hist) else 0.0,
         "device": str(dev), "precision": precision, "environment": environment(), **(meta or {}),
     }
