@@ -1,0 +1,67 @@
+"""Grids of the experiments beyond the reference protocol (notebooks 08-12): the one place they live.
+
+Each entry has a ``full`` and a ``quick`` grid. ``quick`` only proves the code runs end to end
+in CI (its numbers mean nothing); ``full`` is what the report's findings are computed from.
+The reference protocol itself (optimiser, epochs, batch size, augmentation) stays in
+``config.PROTOCOL``; what is here is only what these experiments add to it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+# Linear probes that can run offline (genuine weights available): the data-efficiency,
+# seed, calibration and resolution experiments iterate over these.
+PROBES = ("mobilenet_v2", "mobilenet_v2_float", "efficientnet_lite0")
+
+EXPERIMENTS: dict[str, dict[str, Any]] = {
+    # 1. Test accuracy against labelled training-set size (stratified, nested across sizes for one seed).
+    "data_efficiency": {
+        "full": {
+            "train_per_class": (10, 50, 100, 500, 1000, 5000),  # 100 ... 50,000 images
+            "seeds": (0, 1, 2),                                  # subset choice + init + batch order
+            # A 15-epoch budget over 100 images is 15 optimiser steps: the point would measure an
+            # unfinished optimisation, not the data. Small subsets are repeated so that every epoch
+            # holds at least this many images (>= 585 steps at batch 128); 5,000+ images are untouched.
+            "min_epoch_images": 5000,
+        },
+        "quick": {"train_per_class": (10, 50, 100), "seeds": (0, 1), "min_epoch_images": 200},
+    },
+    # 6. Headline rows over seeds: linear heads on the cached features (cheap: seconds per head).
+    "seeds": {
+        "full": {"seeds": (0, 1, 2, 3, 4)},
+        "quick": {"seeds": (0, 1)},
+    },
+    # 4. Calibration: heads trained on the training split minus a stratified validation split; the
+    # temperature is fitted on that validation split (never the test set).
+    "calibration": {
+        "full": {"val_fraction": 0.1, "seeds": (0, 1, 2, 3, 4), "n_bins": 15},  # 5,000 validation images
+        "quick": {"val_fraction": 0.2, "seeds": (0, 1), "n_bins": 15},         # 200 of the 1,000
+    },
+    # 5. CIFAR-10-C-style corruptions (studylib.corruptions) on a stratified test subset.
+    "robustness": {
+        # 50 per class = 500 test images x 26 conditions through each 224-px transfer model at ~100
+        # images/s on 2 cores: ~2.2 min per transfer model. Wilson 95% interval at 80%: +-3.5 points.
+        "full": {"test_per_class": 50, "corruptions": ("gaussian_noise", "gaussian_blur", "jpeg_compression",
+                                                       "contrast", "brightness"), "severities": (1, 2, 3, 4, 5),
+                 "seed": 0},
+        "quick": {"test_per_class": 5, "corruptions": ("gaussian_noise", "gaussian_blur", "jpeg_compression",
+                                                      "contrast", "brightness"), "severities": (1, 3, 5), "seed": 0},
+    },
+    # 3. Linear-probe accuracy and feature-extraction cost at several input sizes (32 px = no upscale).
+    "resolution": {
+        "full": {"sizes": (32, 64, 128, 224), "backbones": ("mobilenet_v2_float", "efficientnet_lite0")},
+        "quick": {"sizes": (32, 64, 224), "backbones": ("mobilenet_v2_float",)},
+    },
+}
+
+
+def grid(experiment: str, profile: str) -> dict[str, Any]:
+    """The grid of ``experiment`` for ``profile`` (a copy; unknown names are errors)."""
+    if experiment not in EXPERIMENTS:
+        raise KeyError(f"unknown experiment {experiment!r}; known: {sorted(EXPERIMENTS)}")
+    if profile not in EXPERIMENTS[experiment]:
+        raise KeyError(f"experiment {experiment!r} has no grid for profile {profile!r}; "
+                       f"known: {sorted(EXPERIMENTS[experiment])}")
+    return copy.deepcopy(EXPERIMENTS[experiment][profile])
