@@ -78,6 +78,19 @@ PROTOCOL: dict[str, Any] = {
     "val_fraction": 0.0,         # the reference trains on all 50,000 and reports on test
     "precision": "bf16",         # autocast dtype for training/eval ("fp32" to disable); see benchmarks/
     "device": "auto",            # "auto" = CUDA when present, else CPU
+    # Evaluation (notebook 05): how latency, throughput and INT8 are measured. Never trains.
+    "evaluation": {
+        "threads": 2,                   # torch threads for every timing: the 2-core target machine
+        "latency_warmup": 10,           # untimed batch-1 calls first (allocator, oneDNN primitive caches)
+        "latency_runs": 50,             # timed batch-1 calls; median and p90 are reported
+        "throughput_batch": 64,         # images per call for images/s
+        "throughput_runs": 3,           # timed batch-64 calls (after one warm-up call)
+        "int8_calibration_images": 256,  # training images fed through the observers of static INT8
+        # fp32 vs INT8 accuracy on a stratified test subset (images per class): an fp32 224-px
+        # pass over all 10,000 test images costs ~4 min per backbone on 2 cores; None = all.
+        "int8_test_per_class": 200,
+        "gradcam_per_class": 1,         # fixed test images per class shown with Grad-CAM
+    },
 }
 
 # ---------------------------------------------------------------------------------------
@@ -96,6 +109,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "test_per_class": 50,     # 500 test images
         "epochs": 2,
         "precision_check": {"train_per_class": 10, "test_per_class": 10},
+        "evaluation": {**PROTOCOL["evaluation"], "throughput_runs": 1, "int8_calibration_images": 32,
+                       "int8_test_per_class": 10},
     },
 }
 

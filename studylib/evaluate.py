@@ -1,9 +1,55 @@
-"""Metrics computed from a run's saved test logits (evaluation never trains)."""
+"""Evaluation: metrics from a run's saved test logits, confusion analysis, and the latency,
+throughput and size measurements of deployable models. Evaluation never trains.
+
+    wilson_interval(8711, 10000)                      # 95% CI of a test accuracy
+    classification_report(logits, labels, classes)   # precision / recall / F1 per class
+    cm = confusion_matrix(pred, labels, 10)
+    top_confusion_pairs(cm, classes, k=5)            # both directions summed, ranked
+    measure_latency(model, image_batch_of_1)         # median / p90 ms at a fixed thread count
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import math
+import os
+import time
+
+import numpy as np
 import pandas as pd
 import torch
+from torch import nn
+
+from . import train
+
+# ---------------------------------------------------------------------------------------
+# Accuracy and its uncertainty
+# ---------------------------------------------------------------------------------------
+Z95 = 1.959963984540054  # two-sided 95% standard-normal quantile
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (``correct`` successes of ``n``).
+
+    Chosen over the normal approximation because it stays inside [0, 1] and keeps its coverage
+    for small test subsets and accuracies near 0 or 1 (Brown, Cai & DasGupta 2001).
+    """
+    if n <= 0:
+        raise ValueError(f"wilson_interval needs n > 0 test images, got n={n}")
+    if not 0 <= correct <= n:
+        raise ValueError(f"correct must be in [0, n={n}], got {correct}")
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy_with_ci(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    correct = int((logits.argmax(1) == labels).sum())
+    lo, hi = wilson_interval(correct, len(labels))
+    return {"correct": correct, "n": len(labels), "acc": correct / len(labels), "ci_low": lo, "ci_high": hi}
 
 
 def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, classes) -> pd.DataFrame:
@@ -12,3 +58,132 @@ def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, classes) -> p
     rows = [{"class": name, "images": int((labels == c).sum()),
              "accuracy": (pred[labels == c] == c).float().mean().item()} for c, name in enumerate(classes)]
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------
+# Confusion
+# ---------------------------------------------------------------------------------------
+def confusion_matrix(pred, labels, num_classes: int) -> np.ndarray:
+    """``cm[t, p]`` = images of true class t predicted as p."""
+    pred, labels = np.asarray(pred, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    if pred.shape != labels.shape:
+        raise ValueError(f"pred {pred.shape} and labels {labels.shape} differ in shape")
+    return np.bincount(labels * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes,
+                                                                                                 num_classes)
+
+
+def classification_report(logits: torch.Tensor, labels: torch.Tensor, classes) -> pd.DataFrame:
+    """Precision, recall and F1 per class (0 where undefined: a class never predicted)."""
+    cm = confusion_matrix(logits.argmax(1), labels, len(classes)).astype(float)
+    tp = np.diag(cm)
+    predicted, actual = cm.sum(0), cm.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
+    return pd.DataFrame({"class": list(classes), "precision": precision, "recall": recall, "f1": f1,
+                         "support": actual.astype(int)})
+
+
+def top_confusion_pairs(cm: np.ndarray, classes, k: int = 5) -> pd.DataFrame:
+    """The ``k`` class pairs most often confused, counting both directions (A->B plus B->A)."""
+    n = len(classes)
+    rows = [{"pair": f"{classes[a]} ↔ {classes[b]}", "a": classes[a], "b": classes[b],
+             "a_to_b": int(cm[a, b]), "b_to_a": int(cm[b, a]), "total": int(cm[a, b] + cm[b, a])}
+            for a in range(n) for b in range(a + 1, n)]
+    rows.sort(key=lambda r: (-r["total"], r["pair"]))  # ties broken by name: a stable ranking
+    return pd.DataFrame(rows[:k])
+
+
+def pair_counts(cm: np.ndarray, classes, a: str, b: str) -> int:
+    i, j = list(classes).index(a), list(classes).index(b)
+    return int(cm[i, j] + cm[j, i])
+
+
+def compare_pairs(cm_base: np.ndarray, cm_other: np.ndarray, classes, k: int = 5) -> pd.DataFrame:
+    """Top-``k`` pairs ranked on ``cm_base`` (the scratch model) beside ``cm_other``'s counts
+    for the same pairs, and the reduction in percent (positive = fewer confusions)."""
+    top = top_confusion_pairs(cm_base, classes, k)
+    other = [pair_counts(cm_other, classes, a, b) for a, b in zip(top.a, top.b)]
+    out = top[["pair", "total"]].rename(columns={"total": "base"})
+    out["other"] = other
+    out["reduction_pct"] = [100.0 * (1 - o / s) if s else float("nan") for s, o in zip(out.base, other)]
+    return out
+
+
+def most_confident_mistakes(logits: torch.Tensor, labels: torch.Tensor, k: int = 8) -> pd.DataFrame:
+    """The ``k`` wrong predictions with the highest softmax probability on the predicted class."""
+    prob = logits.float().softmax(1)
+    conf, pred = prob.max(1)
+    wrong = torch.nonzero(pred != labels).flatten()
+    order = wrong[conf[wrong].argsort(descending=True)][:k]
+    return pd.DataFrame({"index": order.tolist(), "true": labels[order].tolist(), "pred": pred[order].tolist(),
+                         "confidence": conf[order].tolist()})
+
+
+# ---------------------------------------------------------------------------------------
+# Latency, throughput, size
+# ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def num_threads(n: int):
+    """Run the block with ``n`` torch intra-op threads, restoring the previous count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _precision_context(precision: str):
+    return train.autocast(torch.device("cpu"), precision)
+
+
+@torch.inference_mode()
+def measure_latency(model: nn.Module, example: torch.Tensor, *, threads: int = 2, warmup: int = 10, runs: int = 50,
+                    precision: str = "fp32") -> dict:
+    """Wall time of ``model(example)`` on the CPU: ``warmup`` untimed calls, then ``runs`` timed
+    ones at ``threads`` threads. Returns median / p90 / mean / min in milliseconds."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    model.eval()
+    times = []
+    with num_threads(threads), _precision_context(precision):
+        for _ in range(warmup):
+            model(example)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            model(example)
+            times.append(1000 * (time.perf_counter() - t0))
+    t = np.asarray(times)
+    return {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "mean_ms": float(t.mean()),
+            "min_ms": float(t.min()), "runs": runs, "warmup": warmup, "threads": threads,
+            "batch": int(example.shape[0]), "precision": precision}
+
+
+@torch.inference_mode()
+def measure_throughput(model: nn.Module, batch: torch.Tensor, *, threads: int = 2, runs: int = 3,
+                       precision: str = "fp32") -> dict:
+    """Images per second of ``model`` on ``batch`` (one untimed warm-up call, then ``runs`` timed)."""
+    model.eval()
+    with num_threads(threads), _precision_context(precision):
+        model(batch)
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            model(batch)
+        seconds = time.perf_counter() - t0
+    return {"images_per_s": runs * len(batch) / seconds, "batch": len(batch), "runs": runs, "threads": threads,
+            "precision": precision}
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Size of ``torch.save(model.state_dict())``: what a deployment ships (buffers included)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def cpu_info() -> dict:
+    """The CPU facts every timing is reported with."""
+    env = train.environment()
+    return {"cpu": env["cpu"], "torch": env["torch"], "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "logical_cpus": os.cpu_count()}

@@ -1,0 +1,242 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from studylib import deploy, evaluate, gradcam, models, quantize
+
+CLASSES = ["a", "b", "c"]
+
+
+# --- confidence intervals ---------------------------------------------------------------
+def test_wilson_interval_known_values():
+    # Published worked example (Newcombe 1998, table I): 81 of 263 -> 0.2553 to 0.3662.
+    lo, hi = evaluate.wilson_interval(81, 263)
+    assert lo == pytest.approx(0.2553, abs=5e-5) and hi == pytest.approx(0.3662, abs=5e-5)
+    # Symmetric around 1/2, and never outside [0, 1] at the edges (where Wald collapses to a point).
+    lo, hi = evaluate.wilson_interval(50, 100)
+    assert lo + hi == pytest.approx(1.0) and hi - lo == pytest.approx(0.1923, abs=1e-4)
+    lo, hi = evaluate.wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    assert evaluate.wilson_interval(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_wilson_interval_shrinks_like_one_over_root_n():
+    w = [np.subtract(*evaluate.wilson_interval(int(0.87 * n), n)[::-1]) for n in (1000, 4000, 16000)]
+    assert w[0] / w[1] == pytest.approx(2.0, rel=0.02) and w[1] / w[2] == pytest.approx(2.0, rel=0.02)
+
+
+@pytest.mark.parametrize("correct,n", [(1, 0), (-1, 5), (6, 5)])
+def test_wilson_interval_rejects_bad_counts(correct, n):
+    with pytest.raises(ValueError):
+        evaluate.wilson_interval(correct, n)
+
+
+def test_accuracy_with_ci():
+    logits = torch.eye(3)[[0, 1, 2, 0]]
+    out = evaluate.accuracy_with_ci(logits, torch.tensor([0, 1, 2, 1]))
+    assert out["correct"] == 3 and out["n"] == 4 and out["acc"] == 0.75
+    assert out["ci_low"] < 0.75 < out["ci_high"]
+
+
+# --- confusion --------------------------------------------------------------------------
+def test_confusion_matrix_and_report():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    pred = np.array([0, 1, 1, 1, 0, 2])
+    cm = evaluate.confusion_matrix(pred, labels, 3)
+    assert cm.tolist() == [[1, 2, 0], [1, 1, 0], [0, 0, 1]]
+    rep = evaluate.classification_report(torch.eye(3)[pred], torch.as_tensor(labels), CLASSES).set_index("class")
+    assert rep.loc["a", "precision"] == pytest.approx(1 / 2) and rep.loc["a", "recall"] == pytest.approx(1 / 3)
+    assert rep.loc["a", "f1"] == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))
+    assert rep.loc["c"].tolist()[:3] == [1.0, 1.0, 1.0] and rep.support.tolist() == [3, 2, 1]
+
+
+def test_report_class_never_predicted_is_zero_not_nan():
+    rep = evaluate.classification_report(torch.eye(3)[[0, 0]], torch.tensor([0, 1]), CLASSES)
+    assert not rep.isna().any().any() and rep.loc[1, "precision"] == 0.0
+
+
+def test_top_confusion_pairs_sum_both_directions():
+    cm = np.array([[50, 3, 9],
+                   [8, 40, 1],
+                   [2, 7, 30]])
+    top = evaluate.top_confusion_pairs(cm, CLASSES, k=3)
+    assert top.pair.tolist() == ["a ↔ b", "a ↔ c", "b ↔ c"]
+    assert top.total.tolist() == [11, 11, 8]  # tie 11/11 broken by name
+    assert top.iloc[0][["a_to_b", "b_to_a"]].tolist() == [3, 8]
+
+
+def test_compare_pairs_reduction():
+    base = np.array([[0, 30, 5], [10, 0, 1], [5, 1, 0]])
+    other = np.array([[0, 4, 5], [6, 0, 1], [1, 1, 0]])
+    out = evaluate.compare_pairs(base, other, CLASSES, k=2)
+    assert out.pair.tolist() == ["a ↔ b", "a ↔ c"]
+    assert out.base.tolist() == [40, 10] and out.other.tolist() == [10, 6]
+    assert out.reduction_pct.tolist() == pytest.approx([75.0, 40.0])
+
+
+def test_most_confident_mistakes_ranked():
+    logits = torch.tensor([[5.0, 0, 0], [0, 1.0, 0], [0, 0, 9.0], [0, 3.0, 0]])
+    labels = torch.tensor([1, 1, 0, 0])  # image 1 is right; 2 (9.0) then 0 (5.0) then 3 (3.0) wrong
+    out = evaluate.most_confident_mistakes(logits, labels, k=2)
+    assert out["index"].tolist() == [2, 0] and out.pred.tolist() == [2, 0] and out.true.tolist() == [0, 1]
+    assert out.confidence.is_monotonic_decreasing
+
+
+# --- latency, throughput, size ------------------------------------------------------------
+def test_latency_harness_is_sane():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    before = torch.get_num_threads()
+    out = evaluate.measure_latency(model, torch.rand(1, 3, 32, 32), threads=1, warmup=2, runs=20)
+    assert torch.get_num_threads() == before  # restored
+    assert out["runs"] == 20 and out["threads"] == 1 and out["batch"] == 1
+    assert 0 < out["min_ms"] <= out["median_ms"] <= out["p90_ms"] < 1000
+    bf16 = evaluate.measure_latency(model, torch.rand(1, 3, 32, 32), threads=1, warmup=1, runs=5, precision="bf16")
+    assert bf16["precision"] == "bf16" and bf16["median_ms"] > 0
+    thr = evaluate.measure_throughput(model, torch.rand(64, 3, 32, 32), threads=1, runs=2)
+    assert thr["images_per_s"] > 0 and thr["batch"] == 64
+    with pytest.raises(ValueError):
+        evaluate.measure_latency(model, torch.rand(1, 3, 32, 32), runs=0)
+
+
+def test_latency_grows_with_work():
+    small, big = nn.Linear(64, 64), nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(8)])
+    t_small = evaluate.measure_latency(small, torch.rand(1, 64), threads=1, warmup=2, runs=20)["median_ms"]
+    t_big = evaluate.measure_latency(big, torch.rand(64, 1024), threads=1, warmup=2, runs=20)["median_ms"]
+    assert t_big > 5 * t_small  # ~8 GFLOP-scale more work must show up in the timings
+
+
+def test_state_dict_bytes_counts_parameters():
+    n = evaluate.state_dict_bytes(nn.Linear(1000, 100))
+    assert 4 * 100_100 <= n < 4 * 100_100 + 10_000
+
+
+# --- Grad-CAM -------------------------------------------------------------------------------
+class Spot(nn.Module):
+    """Class 1 scores how bright the image is anywhere: its CAM must sit on the bright square."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.fill_(1 / 9), self.conv.bias.zero_()
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[0.0] * 4, [1.0] * 4])), self.fc.bias.zero_()
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv(x)).mean((2, 3)))
+
+
+def _square(r: int, c: int) -> torch.Tensor:
+    img = torch.zeros(1, 1, 16, 16)
+    img[..., r:r + 4, c:c + 4] = 1.0
+    return img
+
+
+def test_gradcam_shape_range_and_follows_the_object():
+    model = Spot()
+    cam = gradcam.GradCAM(model, model.act)
+    for r, c in [(1, 1), (10, 11), (2, 12)]:
+        maps, logits = cam(_square(r, c), class_idx=1)
+        assert maps.shape == (1, 16, 16) and logits.shape == (1, 2)
+        assert maps.min() >= 0 and maps.max() == pytest.approx(1.0)
+        peak = divmod(int(maps[0].argmax()), 16)
+        assert r <= peak[0] < r + 4 and c <= peak[1] < c + 4, (r, c, peak)
+
+
+def test_gradcam_works_through_frozen_weights_and_restores_mode():
+    model = Spot()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.train()
+    maps, _ = gradcam.GradCAM(model, model.act)(_square(5, 5))  # predicted class
+    assert maps.shape == (1, 16, 16) and model.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_gradcam_vit_tokens_and_study_models():
+    grid = gradcam.vit_tokens_to_grid(torch.arange(2 * 65 * 4, dtype=torch.float).view(2, 65, 4))
+    assert grid.shape == (2, 4, 8, 8)
+    assert grid[0, :, 0, 0].tolist() == list(range(4, 8))  # first patch token, class token dropped
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    for name in ("custom_cnn", "vit_small"):
+        torch.manual_seed(0)
+        model = deploy.Normalized(models.build_model(name)).eval()
+        maps = gradcam.for_model(name, model, images)
+        assert maps.shape == (2, 32, 32) and torch.isfinite(maps).all() and maps.max() <= 1.0
+
+
+def test_gradcam_unused_layer_is_a_clear_error():
+    model = Spot()
+    with pytest.raises(RuntimeError, match="never ran"):
+        gradcam.GradCAM(model, nn.ReLU())(_square(1, 1))
+
+
+# --- INT8 -------------------------------------------------------------------------------------
+def test_int8_custom_cnn_static_and_dynamic():
+    torch.manual_seed(0)
+    model = deploy.Normalized(models.build_model("custom_cnn")).eval()
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    static = quantize.static_int8("custom_cnn", model, images)
+    dynamic = quantize.dynamic_int8(model)
+    ref = model(images)
+    for q in (static, dynamic):
+        out = q(images)
+        assert out.shape == ref.shape and torch.isfinite(out).all()
+        assert (out - ref).norm() / ref.norm() < 0.2  # a working int8 model stays close to fp32
+    assert evaluate.state_dict_bytes(static) < 0.35 * evaluate.state_dict_bytes(model)  # ~4x smaller weights
+    assert isinstance(model.net.features[0], nn.Conv2d)  # the original is untouched
+
+
+def test_int8_static_refuses_untraceable_models():
+    with pytest.raises(ValueError, match="dynamic_int8"):
+        quantize.static_int8("vit_small", nn.Identity(), torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="calibration images"):
+        quantize.static_int8("custom_cnn", nn.Identity(), torch.zeros(0, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_int8_dynamic_vit_shrinks_linears():
+    torch.manual_seed(0)
+    model = deploy.Normalized(models.build_model("vit_small")).eval()
+    q = quantize.dynamic_int8(model)
+    assert evaluate.state_dict_bytes(q) < 0.4 * evaluate.state_dict_bytes(model)
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    assert math.isfinite(float(q(x).sum()))
+
+
+# --- deploy ------------------------------------------------------------------------------------
+def test_deploy_missing_run_names_the_notebook(artifact_root):
+    row = deploy.load("custom_cnn", "quick")
+    assert not row.ok and row.model is None
+    assert "02_scratch_cnn" in row.status and "run_all.py --profile quick --only 02" in row.status
+
+
+def _fake_run(name: str, profile: str, seed: int, tag: str) -> torch.nn.Module:
+    from studylib import artifacts, config
+
+    cfg = config.get_profile(profile, seed=seed)
+    key = {k: cfg[k] for k in ("seed", "epochs", "train_per_class", "test_per_class")}
+    out = artifacts.artifact_dir(profile, "train", name, {"tag": tag})
+    torch.manual_seed(seed)
+    net = models.build_model(name)
+    artifacts.torch_save(out / "model.pt", net.state_dict())
+    artifacts.write_json(out / "metrics.json", {"key": key, "test_acc": 0.5})
+    return net
+
+
+def test_deploy_loads_the_finished_run_with_the_profile_seed(artifact_root):
+    wanted = _fake_run("custom_cnn", "quick", 42, "a")
+    _fake_run("custom_cnn", "quick", 0, "b")  # newer, but another seed: not the study's row
+    row = deploy.load("custom_cnn", "quick")
+    assert row.ok and row.label == "Custom CNN" and row.strategy == "from scratch"
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    wanted.eval()
+    expected = wanted(((x.float() / 255) - torch.tensor(deploy.config.CIFAR10_MEAN).view(1, 3, 1, 1))
+                      / torch.tensor(deploy.config.CIFAR10_STD).view(1, 3, 1, 1))
+    assert torch.allclose(row.model(x), expected, atol=1e-5)  # normalisation inside the deployed model
+    assert deploy.load("custom_cnn", "quick", seed=0).ok
+    assert not deploy.load("custom_cnn", "quick", seed=1).ok
