@@ -25,8 +25,20 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
             # unfinished optimisation, not the data. Small subsets are repeated so that every epoch
             # holds at least this many images (>= 585 steps at batch 128); 5,000+ images are untouched.
             "min_epoch_images": 5000,
+            "scratch_seeds": (0, 1, 2),  # Custom CNN points (GPU: python -m studylib.efficiency --device cuda)
         },
-        "quick": {"train_per_class": (10, 50, 100), "seeds": (0, 1), "min_epoch_images": 200},
+        # quick: the Custom CNN costs ~15 s per point on 2 CPU cores, so one seed.
+        "quick": {"train_per_class": (10, 50, 100), "seeds": (0, 1), "min_epoch_images": 200, "scratch_seeds": (0,)},
+    },
+    # 2. The strong from-scratch recipe (studylib.strong): headline seeds, and its data-efficiency points.
+    "strong": {
+        # ~2.5 s per run on an H200; ~1 h on the 2-core CPU (benchmarks/bench_strong.py), so full-profile
+        # runs are made on a GPU and read from the artifact store.
+        "full": {"seeds": (0, 1, 2),
+                 # data-efficiency points repeat small subsets up to 50,000 images per epoch: every point
+                 # gets the full run's 480 optimiser steps (its 1024-image batches need that many).
+                 "min_epoch_images": 50000},
+        "quick": {"seeds": (0,), "min_epoch_images": 1000},
     },
     # 6. Headline rows over seeds: linear heads on the cached features (cheap: seconds per head).
     "seeds": {
@@ -51,8 +63,10 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     },
     # 3. Linear-probe accuracy and feature-extraction cost at several input sizes (32 px = no upscale).
     "resolution": {
-        "full": {"sizes": (32, 64, 128, 224), "backbones": ("mobilenet_v2_float", "efficientnet_lite0")},
-        "quick": {"sizes": (32, 64, 224), "backbones": ("mobilenet_v2_float",)},
+        # One head seed per point: over 5 seeds the 224-px heads vary by ~0.1 point (notebook 09), far
+        # below the resolution effect; the cost is the extraction (60,000 images per size and backbone).
+        "full": {"sizes": (32, 64, 128, 224), "backbones": ("mobilenet_v2_float", "efficientnet_lite0"), "seeds": (0,)},
+        "quick": {"sizes": (32, 64, 224), "backbones": ("mobilenet_v2_float",), "seeds": (0,)},
     },
 }
 
@@ -65,3 +79,18 @@ def grid(experiment: str, profile: str) -> dict[str, Any]:
         raise KeyError(f"experiment {experiment!r} has no grid for profile {profile!r}; "
                        f"known: {sorted(EXPERIMENTS[experiment])}")
     return copy.deepcopy(EXPERIMENTS[experiment][profile])
+
+
+def save_results(profile: str, name: str, obj: dict):
+    """Write an experiment's summary (numbers the findings notebook reads) atomically."""
+    from . import artifacts, config
+
+    return artifacts.write_json(config.artifacts_dir() / profile / "experiments" / f"{name}.json", obj)
+
+
+def load_results(profile: str, name: str) -> dict | None:
+    """An experiment's summary, or None when its notebook has not run."""
+    from . import artifacts, config
+
+    path = config.artifacts_dir() / profile / "experiments" / f"{name}.json"
+    return artifacts.read_json(path) if path.exists() else None

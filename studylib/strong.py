@@ -24,6 +24,7 @@ import math
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -331,6 +332,32 @@ def _ema_update(model: nn.Module, ema: dict, decay: float) -> None:
         if p.dtype.is_floating_point:
             e.lerp_(p, 1 - decay)
             p.copy_(e)
+
+
+class Deployable(nn.Module):
+    """The trained strong network behind its normalisation: uint8 32x32 images in, logits out (no TTA)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(normalize(x))
+
+
+def load_deployable(profile: str, seed: int) -> tuple[Deployable, Path] | None:
+    """The full-data strong run of ``seed`` (current version) as a deployable model, or None if absent."""
+    runs = finished_runs(profile)
+    if runs.empty:
+        return None
+    hit = runs[runs.per_class.isna() & (runs.seed == seed) & (runs.version == STRONG_VERSION)]
+    for run in hit.run:
+        folder = config.artifacts_dir() / profile / "strong" / run
+        if (folder / "model.pt").exists():
+            net = strong_cnn()
+            net.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
+            return Deployable(net).eval(), folder
+    return None
 
 
 def finished_runs(profile: str) -> pd.DataFrame:

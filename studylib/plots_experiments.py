@@ -1,0 +1,104 @@
+"""Figures of the experiments beyond the reference (notebooks 08-12), in the style of ``plots``.
+
+Kept beside ``plots.py`` rather than inside it only because that file is being edited concurrently;
+the style (seaborn theme, one function per figure, the figure returned) is the same.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from . import plots  # noqa: F401  (applies the study's seaborn theme)
+
+
+def data_efficiency_curves(summary: pd.DataFrame, title: str):
+    """Test accuracy (%) against training images (log axis), mean +- std over seeds; ``summary`` has
+    columns label, train_images, mean, std, seeds (accuracies as fractions)."""
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for i, (label, g) in enumerate(summary.groupby("label", sort=False)):
+        g = g.sort_values("train_images")
+        ax.errorbar(g.train_images, 100 * g["mean"], yerr=100 * g["std"].fillna(0), marker="o", capsize=3,
+                    label=f"{label} ({int(g.seeds.min())}+ seeds)", color=f"C{i}")
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training images (stratified)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagrams(tables: dict[str, dict[str, pd.DataFrame]], title: str):
+    """One panel per model: per-bin accuracy against confidence, before and after temperature
+    scaling; ``tables`` = {label: {"before": reliability table, "after": reliability table}}."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(3.6 * len(tables), 3.6), squeeze=False)
+    for ax, (label, t) in zip(axes[0], tables.items()):
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+        for i, (which, table) in enumerate(t.items()):
+            filled = table[table.images > 0]
+            mid = (filled.lower + filled.upper) / 2
+            ax.bar(mid + (i - 0.5) * 0.025, filled.accuracy - mid, bottom=mid, width=0.025, alpha=0.7,
+                   label=f"{which}: accuracy - bin centre", color=f"C{i}")
+            ax.plot(filled.confidence, filled.accuracy, marker="o", ms=3, color=f"C{i}", label=f"{which}")
+        ax.set_xlim(0, 1), ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence"), ax.set_title(label, fontsize=10)
+    axes[0, 0].set_ylabel("accuracy")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def robustness_curves(table: pd.DataFrame, labels: dict[str, str], title: str):
+    """Accuracy (%) against severity, one panel per corruption, one line per model; severity 0 is
+    the clean subset. ``table`` has columns model, corruption, severity, acc."""
+    corruptions = [c for c in table.corruption.unique() if c != "clean"]
+    fig, axes = plt.subplots(1, len(corruptions), figsize=(3.2 * len(corruptions), 3.4), sharey=True, squeeze=False)
+    clean = table[table.corruption == "clean"].set_index("model").acc
+    for ax, c in zip(axes[0], corruptions):
+        for i, (model, g) in enumerate(table[table.corruption == c].groupby("model", sort=False)):
+            g = g.sort_values("severity")
+            ax.plot([0, *g.severity], [100 * clean[model], *(100 * g.acc)], marker="o", ms=3,
+                    label=labels.get(model, model), color=f"C{i}")
+        ax.set_title(c.replace("_", " "), fontsize=10)
+        ax.set_xlabel("severity (0 = clean)")
+    axes[0, 0].set_ylabel("accuracy (%)")
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def resolution_panels(table: pd.DataFrame, title: str):
+    """Linear-probe accuracy and feature-extraction speed against input size, one line per backbone;
+    ``table`` has columns label, size, test_acc, images_per_s."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, (label, g) in enumerate(table.groupby("label", sort=False)):
+        g = g.sort_values("size")
+        axes[0].plot(g["size"], 100 * g.test_acc, marker="o", label=label, color=f"C{i}")
+        axes[1].plot(g["size"], g.images_per_s, marker="o", label=label, color=f"C{i}")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(table["size"].unique()))
+        ax.set_xticklabels([str(s) for s in sorted(table["size"].unique())])
+        ax.set_xlabel("backbone input size (px; CIFAR images are 32 px)")
+    axes[0].set_ylabel("linear-probe test accuracy (%)")
+    axes[1].set_ylabel("feature extraction (images/s)")
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def mean_std_table(df: pd.DataFrame, by: list[str], value: str = "test_acc", scale: float = 100.0) -> pd.DataFrame:
+    """mean, std and count of ``value`` per group (scaled, e.g. to percent)."""
+    g = df.groupby(by, sort=False)[value]
+    out = pd.DataFrame({"mean": g.mean() * scale, "std": g.std() * scale, "seeds": g.count()})
+    return out.round(2)
+
+
+def errorbar_label(mean: float, std: float) -> str:
+    return f"{mean:.2f} ± {0 if np.isnan(std) else std:.2f}"
