@@ -56,3 +56,46 @@ def artifact_root(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "artifacts"
     monkeypatch.setenv(config.ARTIFACTS_DIR_ENV, str(root))
     return root
+
+
+# ---------------------------------------------------------------------------------------
+# Every study model trained under the quick profile, once per test session
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def quick_store(real_data_dir, tmp_path_factory) -> Path:
+    """An artifact store in which every study model that can run has a finished quick-profile
+    run (scratch models trained, transfer heads on cached features; backbones without genuine
+    weights are left out, as notebook 03 leaves them out). Built once per session (2-5 min on
+    2 shared CPU cores); use it through the ``quick_models`` fixture.
+
+    ``$STUDY_TEST_QUICK_STORE`` names a folder to build it in instead of a fresh temporary one:
+    the training calls below still run and reuse only finished runs whose key (config, data,
+    code version) matches, so a store kept between local runs saves the minutes without
+    trusting stale artifacts."""
+    from studylib import deploy, train, transfer, weights
+
+    kept = os.environ.get("STUDY_TEST_QUICK_STORE")
+    root = Path(kept) if kept else tmp_path_factory.mktemp("quick-artifacts")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(config.ARTIFACTS_DIR_ENV, str(root))
+        mp.setenv(weights.OFFLINE_ENV, "1")  # tests never download
+        for name in deploy.SCRATCH:
+            train.train_from_scratch(name, "quick", data_dir=real_data_dir, progress=False)
+        for name in transfer.TRANSFER_MODELS:
+            try:
+                transfer.train_transfer(name, "quick", data_dir=real_data_dir, progress=False)
+            except weights.WeightsUnavailable:
+                continue
+    return root
+
+
+@pytest.fixture
+def quick_models(quick_store, real_data_dir, monkeypatch) -> Path:
+    """The session's quick-profile store as this test's $STUDY_ARTIFACTS (CIFAR-10 and downloads
+    set up as for the notebooks: $CIFAR10_DIR, no weight downloads)."""
+    from studylib import weights
+
+    monkeypatch.setenv(config.ARTIFACTS_DIR_ENV, str(quick_store))
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(real_data_dir))
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    return quick_store

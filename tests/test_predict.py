@@ -1,0 +1,198 @@
+"""studylib.predict: any image file -> the 32x32 model input (bad input refused clearly), predictions, the CLI."""
+
+import re
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from image_inputs import bad_inputs, encode, good_inputs, gradient
+from studylib import deploy, predict
+
+GOOD, BAD = good_inputs(), bad_inputs()
+
+
+# ---------------------------------------------------------------------------------------
+# load_image: conversions
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_every_supported_input_becomes_a_32x32_rgb_image(name):
+    image, note = predict.load_image(GOOD[name])
+    assert image.dtype == torch.uint8 and tuple(image.shape) == (3, 32, 32)
+    assert note.startswith(("64x48", "40x40", "3x2", "3000x2000")) and "32x32" in note
+
+
+def test_lossless_formats_give_identical_pixels_and_jpeg_nearly():
+    ref, _ = predict.load_image(GOOD["rgb.png"])
+    for name in ("rgb.bmp", "rgb.webp"):
+        assert torch.equal(predict.load_image(GOOD[name])[0], ref), name
+    jpg, _ = predict.load_image(GOOD["rgb.jpg"])
+    assert (jpg.float() - ref.float()).abs().mean() < 3
+
+
+def test_downsampling_averages_areas():
+    """A 1-pixel checkerboard of 0/255 averages to mid-gray (nearest-neighbour would keep 0s and 255s)."""
+    board = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)
+    image, _ = predict.load_image(encode(Image.fromarray(np.stack([board] * 3, -1)), "PNG"))
+    assert image.min() >= 127 and image.max() <= 128
+
+
+def test_non_square_image_is_centre_cropped():
+    arr = np.zeros((32, 96, 3), np.uint8)
+    arr[:, :32, 0], arr[:, 32:64, 1], arr[:, 64:, 2] = 255, 255, 255  # red | green | blue thirds
+    image, note = predict.load_image(encode(Image.fromarray(arr), "PNG"))
+    assert "centre 32x32 square cropped" in note
+    assert (image[1] == 255).all() and (image[0] == 0).all() and (image[2] == 0).all()
+
+
+def test_conversions_keep_the_picture():
+    gray = predict.load_image(GOOD["grayscale.png"])[0]
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    assert (predict.load_image(GOOD["gray16.png"])[0] == 128).all()  # 32896 / 257 = 128
+    red = predict.load_image(GOOD["animated.gif"])[0]
+    assert (red[0] > 250).all() and (red[2] < 5).all(), "first frame (red) of the animation"
+    clear, note = predict.load_image(encode(Image.new("RGBA", (40, 40), (0, 0, 0, 0)), "PNG"))
+    assert "composited on white" in note and (clear == 255).all()  # fully transparent black -> white
+    half, _ = predict.load_image(encode(Image.new("RGBA", (40, 40), (0, 0, 0, 128)), "PNG"))
+    assert (half == 127).all()  # half-transparent black over white
+    cmyk = predict.load_image(GOOD["cmyk.jpg"])[0].float()
+    assert (cmyk - predict.load_image(GOOD["rgb.png"])[0].float()).abs().mean() < 6
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_input_is_refused_with_a_clear_message(name):
+    raw, phrase = BAD[name]
+    t0 = time.perf_counter()
+    with pytest.raises(predict.ImageError, match=None) as info:
+        predict.load_image(raw)
+    assert phrase in str(info.value)
+    assert time.perf_counter() - t0 < 2.0  # refused from the header: a bomb is never decoded
+
+
+def test_paths(tmp_path):
+    (tmp_path / "ok.png").write_bytes(GOOD["rgb.png"])
+    assert tuple(predict.load_image(tmp_path / "ok.png")[0].shape) == (3, 32, 32)
+    with pytest.raises(predict.ImageError, match="no such file"):
+        predict.load_image(tmp_path / "missing.png")
+    with pytest.raises(predict.ImageError, match="is a folder"):
+        predict.load_image(tmp_path)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(predict.ImageError, match=r"empty.jpg is empty \(0 bytes\)"):
+        predict.load_image(tmp_path / "empty.jpg")
+
+
+# ---------------------------------------------------------------------------------------
+# predict_all on hand-made deployed models (no training needed)
+# ---------------------------------------------------------------------------------------
+class Fixed(nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.tensor(logits, dtype=torch.float32)
+
+    def forward(self, x):
+        assert x.dtype == torch.uint8 and tuple(x.shape) == (1, 3, 32, 32)
+        return self.logits.expand(len(x), -1)
+
+
+class Broken(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("out of cheese")
+
+
+def test_predict_all_top_k_timing_and_isolation():
+    classes = [f"c{i}" for i in range(10)]
+    deployed = {
+        "custom_cnn": deploy.Deployed("custom_cnn", deploy.OK, Fixed([float(i) for i in range(10)])),
+        "vit_small": deploy.Deployed("vit_small", deploy.OK, Broken()),
+        "resnet18": deploy.Deployed("resnet18", deploy.NO_WEIGHTS),
+    }
+    image = predict.load_image(GOOD["rgb.png"])[0]
+    cnn, vit, resnet = predict.predict_all(image, deployed, classes, top=5)
+    expected = torch.softmax(torch.arange(10.0), 0).flip(0)[:5]
+    assert [c for c, _ in cnn.top] == ["c9", "c8", "c7", "c6", "c5"] and cnn.prediction == "c9"
+    assert torch.allclose(torch.tensor([p for _, p in cnn.top]), expected)
+    assert cnn.ok and cnn.ms > 0
+    assert not vit.ok and "out of cheese" in vit.error
+    assert not resnet.ok and resnet.status == deploy.NO_WEIGHTS and resnet.top == []
+    table = predict.format_table([cnn, vit, resnet])
+    assert "Custom CNN" in table and "c9 0.632" in table and "RuntimeError: out of cheese" in table
+    assert "not run: no pretrained weights" in table
+    with pytest.raises(ValueError, match="uint8"):
+        predict.predict_all(image.float(), deployed, classes)
+
+
+def test_example_indices_are_the_first_of_each_class():
+    labels = torch.tensor([3, 1, 0, 1, 0, 2, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6, 7, 8, 9])
+    assert predict.example_indices(labels, 1) == [2, 1, 5, 0, 6, 7, 8, 9, 10, 11]
+    assert predict.example_indices(labels, 2)[:4] == [2, 4, 1, 3]
+
+
+# ---------------------------------------------------------------------------------------
+# Command line on the quick-profile models
+# ---------------------------------------------------------------------------------------
+def test_cli_prints_a_table_per_image(quick_models, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("rgb.png", "grayscale.jpg", "animated.gif"):
+        (folder / name).write_bytes(GOOD[name])
+    (folder / "notes.txt").write_text("not an image: folders are expanded to image files only")
+    (tmp_path / "cmyk.jpg").write_bytes(GOOD["cmyk.jpg"])
+    code = predict.main([str(folder), str(tmp_path / "cmyk.jpg"), "--profile", "quick"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    deployed = deploy.load_all("quick")
+    ok = [d for d in deployed.values() if d.ok]
+    assert {"custom_cnn", "vit_small"} <= {d.name for d in ok}
+    tables = out.split("\n== ")[1:]
+    assert [t.split()[0].rsplit("/", 1)[-1] for t in tables] == ["animated.gif", "grayscale.jpg", "rgb.png", "cmyk.jpg"]
+    assert "animated (2 frames): first frame used" in out
+    for table in tables:
+        for d in ok:
+            line = next(l for l in table.splitlines() if l.startswith(d.label + "  "))
+            probs = [float(p) for p in re.findall(r"[a-z]+ (\d\.\d{3})", line[len(d.label):])]
+            assert len(probs) == 5 and sum(probs) <= 1 + 1e-3 and probs == sorted(probs, reverse=True), line
+        for d in deployed.values():
+            if not d.ok:
+                assert re.search(rf"^{re.escape(d.label)} +-- {re.escape(d.status)}$", table, re.M)
+
+
+def test_cli_example_images(quick_models, capsys):
+    assert predict.main(["--examples", "1", "--profile", "quick", "--model", "custom_cnn", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    tables = out.split("\n== ")[1:]
+    assert len(tables) == 10 and "CIFAR-10 test image #3  (true class: airplane)" in out
+    assert all(len(re.findall(r"[a-z]+ \d\.\d{3}", t.splitlines()[2])) == 2 for t in tables)
+
+
+def test_cli_bad_input_exit_code(quick_models, tmp_path, capsys):
+    (tmp_path / "ok.png").write_bytes(GOOD["rgb.png"])
+    (tmp_path / "broken.png").write_bytes(BAD["truncated.png"][0])
+    code = predict.main([str(tmp_path / "ok.png"), str(tmp_path / "broken.png"), str(tmp_path / "nope.jpg"),
+                         "--profile", "quick", "--model", "custom_cnn", "--top", "3"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "ok.png" in captured.out and "Custom CNN" in captured.out and "ViT-Small" not in captured.out
+    assert "top-3" in captured.out
+    assert "broken.png could not be decoded" in captured.err and "nope.jpg: no such file" in captured.err
+    assert "2 input(s) could not be read" in captured.err
+
+
+def test_cli_without_trained_models_names_the_notebooks(artifact_root, real_data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STUDY_WEIGHTS_OFFLINE", "1")
+    (tmp_path / "ok.png").write_bytes(GOOD["rgb.png"])
+    code = predict.main([str(tmp_path / "ok.png"), "--profile", "quick", "--data-dir", str(real_data_dir)])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "Custom CNN: missing: run notebook 02_scratch_cnn" in err and "ViT-Small: missing: run notebook 04_vit" in err
+    assert "no deployed model for profile 'quick'" in err
+
+
+def test_cli_usage_errors(capsys):
+    for argv in (["x.png", "--model", "alexnet"], ["x.png", "--top", "11"], []):
+        with pytest.raises(SystemExit) as info:
+            predict.main(argv)
+        assert info.value.code == 2
+    assert "give at least one IMAGE" in capsys.readouterr().err
