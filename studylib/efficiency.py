@@ -76,8 +76,12 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="custom_cnn", choices=train.SCRATCH_MODELS)
     ap.add_argument("--seeds", type=int, nargs="*", default=None, help="default: the grid's seeds")
     ap.add_argument("--per-class", type=int, nargs="*", default=None, help="default: the grid's sizes")
+    ap.add_argument("--min-epoch-images", type=int, default=None,
+                    help="repeat small subsets up to this many images per epoch (default: the grid's)")
     args = ap.parse_args(argv)
     g = experiments.grid("data_efficiency", args.profile)
+    if args.min_epoch_images is not None:
+        g["min_epoch_images"] = args.min_epoch_images
     for seed in args.seeds if args.seeds is not None else g["seeds"]:
         for pc in args.per_class if args.per_class is not None else g["train_per_class"]:
             m = scratch_point(args.model, args.profile, per_class=pc, seed=seed,

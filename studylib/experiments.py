@@ -68,6 +68,12 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         "full": {"sizes": (32, 64, 128, 224), "backbones": ("mobilenet_v2_float", "efficientnet_lite0"), "seeds": (0,)},
         "quick": {"sizes": (32, 64, 224), "backbones": ("mobilenet_v2_float",), "seeds": (0,)},
     },
+    # 7. MobileNetV2 (float weights: genuine BatchNorm, which fine-tuning updates) fine-tuned end to end
+    # at a size the probes of "resolution" also cover. Full: on a GPU (python -m studylib.finetune).
+    "finetune": {
+        "full": {"backbone": "mobilenet_v2_float", "size": 128, "seed": 0},
+        "quick": {"backbone": "mobilenet_v2_float", "size": 32, "seed": 0},  # 32 px: seconds on CPU
+    },
 }
 
 

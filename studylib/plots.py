@@ -69,3 +69,71 @@ def per_class_bars(per_class: pd.DataFrame, title: str):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+def figure_png(fig, dpi: int = 90) -> bytes:
+    """A figure as PNG bytes (for widgets), closing it so it is not shown a second time."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def topk_bars(results, image: torch.Tensor | None = None, cams: dict | None = None):
+    """The demo's chart: one row per model that ran, its top-k probabilities as horizontal bars,
+    titled with the prediction and the measured time; with ``cams`` ({name: (32, 32) map in [0, 1]
+    or a message}) a Grad-CAM overlay on ``image`` (uint8 (3, 32, 32)) beside each row."""
+    ran = [r for r in results if r.ok]
+    ncols = 2 if cams is not None and image is not None else 1
+    fig, axes = plt.subplots(max(len(ran), 1), ncols, figsize=(4.6 + 1.9 * (ncols - 1), 1.45 * max(len(ran), 1) + 0.3),
+                             squeeze=False, gridspec_kw={"width_ratios": [3, 1.1][:ncols]})
+    for row, r in zip(axes, ran):
+        ax = row[0]
+        names, probs = [c for c, _ in r.top][::-1], [p for _, p in r.top][::-1]
+        ax.barh(names, probs, color=["C1"] * (len(names) - 1) + ["C0"])
+        for y, p in enumerate(probs):
+            ax.text(min(p + 0.02, 0.82), y, f"{p:.3f}", va="center", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.tick_params(labelsize=8)
+        ax.set_title(f"{r.label}: {r.prediction} ({r.top[0][1]:.2f}), {r.ms:.1f} ms", fontsize=9, loc="left")
+        if ncols == 2:
+            cam_ax = row[1]
+            cam_ax.imshow(image.permute(1, 2, 0).numpy())
+            cam = cams.get(r.name)
+            if isinstance(cam, np.ndarray):
+                cam_ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                cam_ax.set_title("Grad-CAM", fontsize=8)
+            else:
+                cam_ax.set_title(str(cam or "no Grad-CAM")[:40], fontsize=6)
+            cam_ax.set_xticks([]), cam_ax.set_yticks([])
+    if not ran:
+        axes[0, 0].text(0.5, 0.5, "no model ran", ha="center", va="center")
+        axes[0, 0].set_axis_off()
+    axes[-1, 0].set_xlabel("probability (over the 10 CIFAR-10 classes)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def example_predictions(images: torch.Tensor, true_classes: Sequence[str], p_true: pd.DataFrame,
+                        predicted: pd.DataFrame):
+    """Example thumbnails above a heat map of each model's probability for the true class
+    (rows: models, columns: examples), each cell annotated with the predicted class."""
+    n = len(true_classes)
+    fig = plt.figure(figsize=(max(8.0, 0.62 * n + 2.5), 1.0 + 0.45 * len(p_true) + 1.2))
+    grid = fig.add_gridspec(2, n, height_ratios=[1.0, 0.45 * len(p_true) + 0.4], hspace=0.05)
+    for j in range(n):
+        ax = fig.add_subplot(grid[0, j])
+        ax.imshow(images[j].permute(1, 2, 0).numpy())
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(true_classes[j], fontsize=7, rotation=35)
+    ax = fig.add_subplot(grid[1, :])
+    # No colour bar: it would shift the heat map's columns away from the thumbnails above them.
+    sns.heatmap(p_true, ax=ax, vmin=0, vmax=1, cmap="RdYlGn", cbar=False,
+                annot=predicted.to_numpy(), fmt="", annot_kws={"fontsize": 6, "rotation": 90})
+    ax.set_xticks([])
+    ax.set_xlabel("columns: the example images above; text: predicted class; "
+                  "colour: probability of the true class (red 0, yellow 0.5, green 1)", fontsize=8)
+    ax.set_ylabel("")
+    return fig
+

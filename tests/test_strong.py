@@ -57,3 +57,17 @@ def test_hyperparameters_stay_inside_the_study_budget():
 def test_efficiency_refuses_non_scratch_models():
     with pytest.raises(KeyError, match="not a scratch model"):
         efficiency.scratch_point("mobilenet_v2", "quick", per_class=10, seed=0)
+
+
+def test_finetune_net_trains_every_layer_and_keeps_preprocessing():
+    from studylib import finetune, probes, transfer
+
+    net = probes.with_input_size(transfer.build_transfer("mobilenet_v2", weights_spec=None), 32)
+    ft = finetune.FineTuneNet(net)
+    assert all(p.requires_grad for p in ft.parameters())
+    ft.train()
+    assert ft.backbone.training  # BatchNorm adapts, unlike the frozen TransferNet
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    assert ft(images).shape == (4, 10)
+    batch = finetune.CropFlip(4, 0.5)(images, torch.arange(4), torch.Generator().manual_seed(0))
+    assert batch.images.dtype == torch.uint8 and batch.images.shape == images.shape and batch.lam == 1.0
