@@ -248,11 +248,12 @@ def predict_all(image: torch.Tensor, deployed: dict[str, deploy.Deployed], class
 def format_table(results: Sequence[ModelResult], top: int = 5) -> str:
     """A plain-text table: one line per model (prediction, top-k with probabilities, time)."""
     width = max([len("model")] + [len(r.label) for r in results])
-    lines = [f"{'model':<{width}}  {'prediction':<12} {'top-' + str(top) + ' (probability)':<62} {'ms':>7}"]
+    tops = {r.name: ", ".join(f"{c} {p:.3f}" for c, p in r.top) for r in results if r.ok}
+    tw = max([len(f"top-{top} (probability)")] + [len(t) for t in tops.values()])
+    lines = [f"{'model':<{width}}  {'prediction':<12} {'top-' + str(top) + ' (probability)':<{tw}} {'ms':>7}"]
     for r in results:
         if r.ok:
-            tops = ", ".join(f"{c} {p:.3f}" for c, p in r.top)
-            lines.append(f"{r.label:<{width}}  {r.prediction:<12} {tops:<62} {r.ms:7.1f}")
+            lines.append(f"{r.label:<{width}}  {r.prediction:<12} {tops[r.name]:<{tw}} {r.ms:7.1f}")
         else:
             lines.append(f"{r.label:<{width}}  -- {r.error or r.status}")
     return "\n".join(lines)
@@ -327,15 +328,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             image, note = load_image(path)
         except ImageError as exc:
-            print(f"\n== {path}\nerror: {exc}", file=sys.stderr)
+            print(f"\n== {path}\nerror: {exc}", file=sys.stderr, flush=True)
             failed += 1
             continue
         print(f"\n== {path}  ({note})")
-        print(format_table(predict_all(image, deployed, classes, args.top), args.top))
+        print(format_table(predict_all(image, deployed, classes, args.top), args.top), flush=True)
     if test is not None:
         for i in example_indices(test.labels, args.examples):
             print(f"\n== CIFAR-10 test image #{i}  (true class: {classes[int(test.labels[i])]})")
-            print(format_table(predict_all(test.images[i], deployed, classes, args.top), args.top))
+            print(format_table(predict_all(test.images[i], deployed, classes, args.top), args.top), flush=True)
     if failed:
         print(f"\n{failed} input(s) could not be read as images (see the errors above).", file=sys.stderr)
         return 1
