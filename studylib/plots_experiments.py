@@ -16,7 +16,7 @@ from . import plots  # noqa: F401  (applies the study's seaborn theme)
 def data_efficiency_curves(summary: pd.DataFrame, title: str):
     """Test accuracy (%) against training images (log axis), mean +- std over seeds; ``summary`` has
     columns label, train_images, mean, std, seeds (accuracies as fractions)."""
-    fig, ax = plt.subplots(figsize=(8, 4.6))
+    fig, ax = plt.subplots(figsize=(11, 4.6))
     for i, (label, g) in enumerate(summary.groupby("label", sort=False)):
         g = g.sort_values("train_images")
         ax.errorbar(g.train_images, 100 * g["mean"], yerr=100 * g["std"].fillna(0), marker="o", capsize=3,
@@ -25,7 +25,7 @@ def data_efficiency_curves(summary: pd.DataFrame, title: str):
     ax.set_xlabel("labelled training images (stratified)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
