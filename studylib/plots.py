@@ -70,6 +70,7 @@ def per_class_bars(per_class: pd.DataFrame, title: str):
     fig.tight_layout()
     return fig
 
+
 def figure_png(fig, dpi: int = 90) -> bytes:
     """A figure as PNG bytes (for widgets), closing it so it is not shown a second time."""
     import io
@@ -137,3 +138,68 @@ def example_predictions(images: torch.Tensor, true_classes: Sequence[str], p_tru
     ax.set_ylabel("")
     return fig
 
+
+def tradeoff_scatter(table: pd.DataFrame, x: str, y: str, title: str, logx: bool = False):
+    """One labelled point per model (``table`` indexed by model label), e.g. accuracy vs latency."""
+    fig, ax = plt.subplots(figsize=(6.2, 4))
+    for i, (label, row) in enumerate(table.iterrows()):
+        ax.scatter(row[x], row[y], s=60, color=f"C{i}")
+        ax.annotate(label, (row[x], row[y]), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(x), ax.set_ylabel(y), ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_heatmaps(matrices: dict, classes: Sequence[str], title: str):
+    """Row-normalised confusion matrices (true class rows, % of the row), one panel per model."""
+    n = len(matrices)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.6 * rows), squeeze=False)
+    for ax, (label, cm) in zip(axes.flat, matrices.items()):
+        pct = 100 * cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        sns.heatmap(pct, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, cbar=False, ax=ax,
+                    xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7})
+        ax.set_title(label), ax.set_xlabel("predicted"), ax.set_ylabel("true")
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def image_gallery(images: torch.Tensor, captions: Sequence[str], title: str, cols: int = 8):
+    """uint8 (N, 3, H, W) images in a grid with a caption each."""
+    rows = max(1, (len(images) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, cap in zip(axes.flat, images, captions):
+        ax.imshow(img.permute(1, 2, 0).numpy())
+        ax.set_title(cap, fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def gradcam_grid(images: torch.Tensor, maps: dict, column_titles: Sequence[str], title: str):
+    """Row 0: the images; one row per model: its Grad-CAM map over the image (jet, alpha 0.5)."""
+    n = len(images)
+    fig, axes = plt.subplots(len(maps) + 1, n, figsize=(1.25 * n, 1.35 * (len(maps) + 1)), squeeze=False)
+    for j in range(n):
+        img = images[j].permute(1, 2, 0).numpy()
+        axes[0, j].imshow(img)
+        axes[0, j].set_title(column_titles[j], fontsize=7)
+        for i, (label, m) in enumerate(maps.items(), start=1):
+            axes[i, j].imshow(img)
+            axes[i, j].imshow(m[j].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            if j == 0:
+                axes[i, j].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -13,7 +13,9 @@ the input shape) are not: they get dynamic quantization only.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -24,9 +26,21 @@ BACKEND = "x86"  # fbgemm + oneDNN kernels; the CPU engine of this machine class
 STATIC_SUPPORTED = ("custom_cnn", "mobilenet_v2", "mobilenet_v2_float", "resnet18", "efficientnet_b0")
 
 
+@contextlib.contextmanager
+def _quiet():
+    """torch.ao.quantization warns on every call that it is deprecated in favour of torchao (not
+    installable offline here); the API works in the pinned torch, so the report is kept readable."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*(quantized tensor creation|reduce_range will be deprecated)",
+                                category=UserWarning)
+        yield
+
+
 def dynamic_int8(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every nn.Linear dynamically quantized to int8 weights."""
-    return quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+    with _quiet():
+        return quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
 
 
 def _body_attr(name: str) -> str:
@@ -51,11 +65,12 @@ def static_int8(name: str, model: nn.Module, calib_images: torch.Tensor, batch_s
     attr = _body_attr(name)
     body = getattr(q, attr)
     example = _body_input(q, attr, calib_images[:1])
-    prepared = prepare_fx(body, get_default_qconfig_mapping(BACKEND), (example,))
-    setattr(q, attr, prepared)
-    for start in range(0, len(calib_images), batch_size):
-        q(calib_images[start:start + batch_size])   # observers record activation ranges
-    setattr(q, attr, convert_fx(prepared))
+    with _quiet():
+        prepared = prepare_fx(body, get_default_qconfig_mapping(BACKEND), (example,))
+        setattr(q, attr, prepared)
+        for start in range(0, len(calib_images), batch_size):
+            q(calib_images[start:start + batch_size])   # observers record activation ranges
+        setattr(q, attr, convert_fx(prepared))
     return q.eval()
 
 
