@@ -16,7 +16,9 @@ import argparse
 import ast
 import html
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import nbformat
 import papermill as pm
 from nbconvert import HTMLExporter
 
-from studylib import artifacts, config
+from studylib import artifacts, config, provenance
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 
@@ -106,12 +108,37 @@ def notebook_summary(nb: nbformat.NotebookNode) -> str:
     return ""
 
 
-def render_html(executed: Path, target: Path) -> None:
-    body, _ = HTMLExporter(embed_images=True).from_filename(str(executed))
+def render_html(executed: Path, target: Path, hide_code: bool = False) -> None:
+    """One self-contained HTML page (figures embedded); ``hide_code`` drops the input cells so
+    readers see narrative, tables and figures only."""
+    exporter = HTMLExporter(embed_images=True, exclude_input=hide_code, exclude_input_prompt=hide_code,
+                            exclude_output_prompt=hide_code)
+    body, _ = exporter.from_filename(str(executed))
     artifacts.write_bytes(target, body.encode())
 
 
-def write_index(rows: list[dict], profile: str, total_s: float, out: Path) -> None:
+def provenance_html(info: dict) -> str:
+    """The report's statement about itself: machine, data by content hash, weights and devices per row."""
+    m, d = info["machine"], info["data"]
+    rows = []
+    for r in info["rows"]:
+        w = r.get("weights")
+        weights_cell = ("—" if r["model"] in ("custom_cnn", "vit_small") else
+                        "none obtainable here" if not w else f"{w['file']} ({w['source']}), sha256 {w['sha256'][:16]}…")
+        trained = f"{r.get('trained_on', '')} ({r.get('trained_hardware', '')})" if r.get("trained_on") else ""
+        rows.append(f"<tr><td>{html.escape(r['label'])}</td><td>{html.escape(r['status'])}</td>"
+                    f"<td>{html.escape(weights_cell)}</td><td>{html.escape(trained)}</td></tr>")
+    return f"""<h2>Provenance</h2>
+<p>Machine: {html.escape(m['cpu'])} ({html.escape(m['cpu_capability'])}, {m['logical_cpus']} logical CPUs),
+{m['threads']} torch threads, torch {html.escape(m['torch'])}, Python {platform.python_version()}.
+Data: {html.escape(d['folder'])} (found via {html.escape(d['found_via'])}); content hash train {d['train']['sha256_12']}
+({d['train']['images']:,} images), test {d['test']['sha256_12']} ({d['test']['images']:,} images).
+Artifacts: {html.escape(info['artifacts'])}.</p>
+<table><tr><th>Row</th><th>Status</th><th>ImageNet weights</th><th>Trained on</th></tr>{''.join(rows)}</table>
+"""
+
+
+def write_index(rows: list[dict], profile: str, total_s: float, out: Path, provenance_block: str = "") -> None:
     import torch
 
     items = []
@@ -130,7 +157,11 @@ def write_index(rows: list[dict], profile: str, total_s: float, out: Path) -> No
 torch {torch.__version__}, {torch.get_num_threads()} threads. Total wall time {total_s:.1f} s.</p>
 <table><tr><th>#</th><th>Notebook</th><th>Summary (computed by this run)</th><th>Status</th><th>Seconds</th></tr>
 {''.join(items)}
-</table></body></html>
+</table>
+{provenance_block}
+<p>Machine-readable results: <a href="results/">results/</a> (benchmark.csv/json, per-model JSON, confusion pairs).
+Timings: <a href="timings.json">timings.json</a>.</p>
+</body></html>
 """
     artifacts.write_bytes(out, page.encode())
 
@@ -142,8 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                     help="notebook parameter passed through papermill (repeatable)")
     ap.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision if it is absent")
-    ap.add_argument("--reports-dir", type=Path, default=config.REPORTS_DIR)
+    ap.add_argument("--reports-dir", type=Path, default=None,
+                    help="where the report goes (default reports/, or reports/published with --publish)")
+    ap.add_argument("--publish", action="store_true",
+                    help="the committed report: code cells hidden, executed notebooks not kept (a few MB)")
     args = ap.parse_args(argv)
+    if args.reports_dir is None:
+        args.reports_dir = config.REPORTS_DIR / "published" if args.publish else config.REPORTS_DIR
 
     params = parse_params(args.param)
     if "profile" in params:
@@ -154,12 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     notebooks = discover(args.only)
     per_nb = check_params(notebooks, params)
 
-    out_dir = args.reports_dir
+    out_dir = args.reports_dir.resolve()
+    for nb_path, nb_params in per_nb.items():  # machine-readable results go next to the HTML
+        if "results_dir" in declared_parameters(nb_path) and "results_dir" not in params:
+            nb_params["results_dir"] = str((out_dir / "results").resolve())
     out_dir.mkdir(parents=True, exist_ok=True)
+    scratch_dir = Path(tempfile.mkdtemp(prefix="run_all_")) if args.publish else out_dir
     rows, t_start, failed = [], time.perf_counter(), None
     for i, nb_path in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {nb_path.name}  profile={args.profile}  {per_nb[nb_path]}", flush=True)
-        executed = out_dir / nb_path.name
+        executed = (scratch_dir if args.publish else out_dir) / nb_path.name
         html_name = nb_path.with_suffix(".html").name
         t0 = time.perf_counter()
         status = "ok"
@@ -173,15 +213,24 @@ def main(argv: list[str] | None = None) -> int:
             failed = f"{nb_path.name} {status}"
         seconds = time.perf_counter() - t0
         nb = nbformat.read(str(executed), as_version=4)
-        render_html(executed, out_dir / html_name)
+        render_html(executed, out_dir / html_name, hide_code=args.publish)
         rows.append({"notebook": nb_path.name[:2], "title": notebook_title(nb, nb_path.stem), "html": html_name,
                      "summary": notebook_summary(nb), "status": status, "seconds": seconds})
         print(f"    {status}  {seconds:.1f} s  -> {out_dir / html_name}", flush=True)
         if failed:
             break
     total = time.perf_counter() - t_start
-    write_index(rows, args.profile, total, out_dir / "index.html")
-    artifacts.write_json(out_dir / "timings.json", {"profile": args.profile, "total_seconds": total, "notebooks": rows})
+    if args.publish:
+        shutil.rmtree(scratch_dir, ignore_errors=True)
+    info = {}
+    try:
+        info = provenance.collect(args.profile, params.get("data_dir") or None, params.get("weights_dir") or None)
+        prov = provenance_html(info)
+    except Exception as exc:  # the report still gets written; it says why provenance is missing
+        prov = f"<h2>Provenance</h2><p>could not be collected: {html.escape(repr(exc))}</p>"
+    write_index(rows, args.profile, total, out_dir / "index.html", prov)
+    artifacts.write_json(out_dir / "timings.json", {"profile": args.profile, "total_seconds": total, "notebooks": rows,
+                                                    "provenance": info})
 
     print("\nTiming summary")
     for r in rows:

@@ -1,0 +1,85 @@
+"""Copy the headline table from a rendered report's results into the README (never by hand).
+
+    python -m studylib.headline                 # rewrite README.md from reports/published/results
+    python -m studylib.headline --check         # exit 1 when README.md differs from the results
+
+The table sits between two marker comments in README.md; everything else is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from . import artifacts, config
+
+START, END = "<!-- headline:start -->", "<!-- headline:end -->"
+DEFAULT_RESULTS = config.REPORTS_DIR / "published" / "results"
+README = config.PROJ_ROOT / "README.md"
+
+
+def _num(value, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return format(value, fmt)
+
+
+def table(results_dir: Path = DEFAULT_RESULTS) -> str:
+    """The markdown headline table of ``results_dir/benchmark.json`` (written by notebook 05)."""
+    path = Path(results_dir) / "benchmark.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: render the report first (python run_all.py --publish)")
+    bench = json.loads(path.read_text())
+    env = bench["environment"]
+    lines = ["| Model | Strategy | Test accuracy (95% CI) | Reference | Trainable / total params | "
+             "CPU latency, batch 1, fp32 | Status |",
+             "|---|---|---|---|---|---|---|"]
+    for r in bench["rows"]:
+        acc = r.get("Accuracy (%)")
+        measured = ("–" if acc is None or (isinstance(acc, float) and math.isnan(acc)) else
+                    f"**{acc:.2f}%** ({r['CI low (%)']:.2f}–{r['CI high (%)']:.2f})")
+        ref = _num(r.get("Reference Accuracy (%)"), ".2f")
+        lines.append(f"| {r['Model']} | {r['Strategy']} | {measured} | {ref if ref == '–' else ref + '%'} | "
+                     f"{_num(r.get('Trainable Params'), ',.0f')} / {_num(r.get('Total Params'), ',.0f')} | "
+                     f"{_num(r.get('CPU Latency fp32 (ms)'), '.1f')}{'' if r.get('CPU Latency fp32 (ms)') is None else ' ms'} | "
+                     f"{r['Status']} |")
+    lines.append("")
+    lines.append(f"Measured by the committed report's run ({env['profile']} profile; timings on {env['cpu']}, "
+                 f"{env['threads']} threads, torch {env['torch']}). Reference = the reference study's published "
+                 "figure. Copied from `reports/published/results/benchmark.json` by `python -m studylib.headline`.")
+    return "\n".join(lines)
+
+
+def updated_readme(text: str, block: str) -> str:
+    if START not in text or END not in text:
+        raise ValueError(f"README.md has no {START} ... {END} markers to put the table between")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{block}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    ap.add_argument("--readme", type=Path, default=README)
+    ap.add_argument("--check", action="store_true", help="only check that the README is up to date")
+    args = ap.parse_args(argv)
+    text = args.readme.read_text()
+    new = updated_readme(text, table(args.results))
+    if args.check:
+        if new != text:
+            print(f"{args.readme} is out of date with {args.results}; run python -m studylib.headline", file=sys.stderr)
+            return 1
+        print(f"{args.readme} matches {args.results}")
+        return 0
+    if new != text:
+        artifacts.write_bytes(args.readme, new.encode())
+    print(f"headline table written to {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

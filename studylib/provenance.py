@@ -1,0 +1,46 @@
+"""What a rendered report must state about itself: hardware, versions, threads, the data it read
+(by content hash) and, per study row, the weights file and the device that trained it.
+
+    info = collect("full")        # JSON-able; run_all.py puts it in reports/index.html and timings.json
+"""
+
+from __future__ import annotations
+
+from . import artifacts, config, data, deploy, evaluate, weights
+
+
+def data_provenance(data_dir=None) -> dict:
+    """The CIFAR-10 folder read and a content hash of each split (pixels + labels), so two reports
+    can be checked to have used the same data without trusting file checksums."""
+    folder, source = data.resolve_data_dir(data_dir)
+    out = {"folder": str(folder), "found_via": source}
+    for split in ("train", "test"):
+        s = data.load_cifar10(split, data_dir)
+        out[split] = {"images": len(s), "sha256_12": artifacts.hash_tensor(s.images) + artifacts.hash_tensor(s.labels)}
+    return out
+
+
+def rows_provenance(profile: str, weights_dir=None) -> list[dict]:
+    """Per study row: status, the run folder, the device it trained on, and for transfer rows the
+    weights file with its sha256 (or why the row could not run)."""
+    out = []
+    for name, row in deploy.load_all(profile, weights_dir=weights_dir).items():
+        rec = {"model": name, "label": row.label, "status": row.status}
+        if name not in deploy.SCRATCH:
+            try:
+                w = weights.resolve(name, weights_dir).provenance()
+                rec["weights"] = {k: w[k] for k in ("source", "file", "sha256", "matches_published_sha256")}
+            except weights.WeightsUnavailable:
+                rec["weights"] = None
+        if row.ok:
+            env = row.metrics.get("environment", {})
+            rec.update(run=row.run_dir.name, trained_on=row.metrics.get("device"),
+                       trained_hardware=env.get("gpu") or env.get("cpu"), train_seconds=row.metrics.get("train_seconds"))
+        out.append(rec)
+    return out
+
+
+def collect(profile: str, data_dir=None, weights_dir=None) -> dict:
+    return {"machine": {**evaluate.cpu_info(), "threads": evaluate.torch.get_num_threads()},
+            "profile": profile, "artifacts": str(config.artifacts_dir()),
+            "data": data_provenance(data_dir), "rows": rows_provenance(profile, weights_dir)}
