@@ -14,8 +14,10 @@ the code version; finished runs are reused.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,18 +68,53 @@ def with_input_size(model: transfer.TransferNet, size: int) -> transfer.Transfer
     return model
 
 
-def load_features(name: str, profile: str, *, size: int | None = None, data_dir=None, device: str = "auto",
-                  progress: bool | None = None) -> ProbeData:
+def load_features(name: str, profile: str, *, size: int | None = None, train_per_class: int | None = None,
+                  data_dir=None, device: str = "auto", progress: bool | None = None) -> ProbeData:
     """Profile data plus frozen-backbone features of ``name`` at ``size`` pixels (default: the
-    protocol's input size), read from the cache or extracted (and cached) now."""
+    protocol's input size), read from the cache or extracted (and cached) now.
+
+    ``train_per_class``: only a stratified subset of the training split (chosen by the protocol
+    seed); its features are sliced from a complete cache of the whole split when one exists, else
+    extracted for the subset alone. The test split is always the profile's whole test split.
+    """
     cfg = config.get_profile(profile)
     model = transfer.build_transfer(name)
     if size is not None:
         with_input_size(model, size)
     train_split, test_split = data.load_profile_data(cfg, data_dir or None)
-    feats = [features.cached_features(model, s, profile, precision=cfg["feature_precision"], device=device,
-                                      progress=progress) for s in (train_split, test_split)]
-    return ProbeData(name, model.preprocess.size, train_split, test_split, feats[0], feats[1], model)
+    kw = dict(precision=cfg["feature_precision"], device=device, progress=progress)
+    if train_per_class is None:
+        train_feats = features.cached_features(model, train_split, profile, **kw)
+    else:
+        idx = torch.as_tensor(data.stratified_subset(train_split.labels, train_per_class, cfg["seed"]))
+        if _cache_complete(model, train_split, profile, cfg["feature_precision"]):
+            whole = features.cached_features(model, train_split, profile, **kw)
+            train_feats = dataclasses.replace(whole, features=whole.features[idx], labels=whole.labels[idx],
+                                              key_hash=f"{whole.key_hash}-sub{train_per_class}",
+                                              seconds=whole.seconds * len(idx) / len(train_split))
+            train_split = train_split.subset(idx)
+        else:
+            train_split = train_split.subset(idx)
+            train_feats = features.cached_features(model, train_split, profile, **kw)
+    test_feats = features.cached_features(model, test_split, profile, **kw)
+    return ProbeData(name, model.preprocess.size, train_split, test_split, train_feats, test_feats, model)
+
+
+def time_extraction(pdata: ProbeData, n_images: int = 512, device: str = "auto") -> float:
+    """images/s of the frozen backbone at ``pdata.size`` on the first ``n_images`` test images (bf16,
+    the cache's batch size), timed now: sizes timed one after another in one process compare fairly
+    on a shared machine, unlike cache timings written at different times."""
+    images = pdata.test.images[:n_images]
+    features.extract(pdata.model, images[:features.BATCH], device=device, progress=False)  # warm-up
+    t0 = time.perf_counter()
+    features.extract(pdata.model, images, device=device, progress=False)
+    return len(images) / (time.perf_counter() - t0)
+
+
+def _cache_complete(model, split, profile: str, precision: str) -> bool:
+    key = features.feature_key(model, split.images, split.labels, precision)
+    folder = artifacts.artifact_dir(profile, "features", f"{model.name}-{split.split}", key)
+    return (folder / "features.pt").exists()
 
 
 def repeat_to(indices: np.ndarray, min_images: int) -> np.ndarray:
