@@ -47,6 +47,14 @@ def table(results_dir: Path = DEFAULT_RESULTS) -> str:
                      f"{_num(r.get('CPU Latency fp32 (ms)'), '.1f')}{'' if r.get('CPU Latency fp32 (ms)') is None else ' ms'} | "
                      f"{r['Status']} |")
     lines.append("")
+    timings = Path(results_dir).parent / "timings.json"
+    if timings.exists():
+        t = json.loads(timings.read_text())
+        per_nb = ", ".join(f"{r['notebook']} {r['seconds'] / 60:.1f}" for r in t["notebooks"])
+        lines.append(f"Report rendered in **{t['total_seconds'] / 60:.1f} min** wall time (per notebook, min: {per_nb}); "
+                     "training runs reused from the artifact store are not re-timed here (see each row's device "
+                     "and train time in the report).")
+        lines.append("")
     lines.append(f"Measured by the committed report's run ({env['profile']} profile; timings on {env['cpu']}, "
                  f"{env['threads']} threads, torch {env['torch']}). Reference = the reference study's published "
                  "figure. Copied from `reports/published/results/benchmark.json` by `python -m studylib.headline`.")
