@@ -1,7 +1,8 @@
 """Notebook 07 in a real browser: JupyterLab on loopback, headless Chromium driven by Playwright.
 
 Runs the notebook through JupyterLab's Run menu, clicks an example image's button and the
-compare button, and checks that every deployed model's predictions appear in the page.
+compare button, and checks that every deployed model's predictions appear in the page; then
+uploads a damaged file (a message appears) and a photo (compared like the example).
 Screenshots go to test-artifacts/browser/ (git-ignored). Needs Debian's `chromium` and the
 Python `playwright` package (.ci/run installs both); skipped with the reason when either is absent.
 """
@@ -23,12 +24,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from image_inputs import bad_inputs, good_inputs
 from studylib import config, deploy
 
 ARTIFACTS = config.PROJ_ROOT / "test-artifacts" / "browser"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 NOTEBOOK = "07_demo.ipynb"
+GOOD, BAD = good_inputs(), bad_inputs()
 
 
 def chromium_path() -> str | None:
@@ -178,6 +181,23 @@ def test_demo_notebook_in_jupyterlab(quick_models, tmp_path):
                 page.locator(".study-demo").first.scroll_into_view_if_needed()
                 page.screenshot(path=str(ARTIFACTS / "07_demo_compare.png"))
                 page.locator(".study-demo").first.screenshot(path=str(ARTIFACTS / "07_demo_widget.png"))
+
+                # Uploads through the browser's file input: a damaged file gives a message, a photo works.
+                def choose_file(name: str, mime: str, content: bytes) -> None:
+                    with page.expect_file_chooser() as chooser:
+                        page.locator(".study-demo-upload").first.click()
+                    chooser.value.set_files(files=[{"name": name, "mimeType": mime, "buffer": content}])
+
+                choose_file("broken.png", "image/png", BAD["truncated.png"][0])
+                page.locator(".study-demo-status", has_text="Cannot use broken.png").wait_for()
+                assert "truncated or damaged" in page.locator(".study-demo-status").first.inner_text()
+                choose_file("photo.jpg", "image/jpeg", GOOD["large_3000x2000.jpg"])
+                page.locator(".study-demo-status", has_text="Ready").wait_for()
+                page.locator("button.study-demo-compare").click()
+                page.locator(".study-demo-status", has_text="Compared").wait_for(timeout=120_000)
+                assert "uploaded: photo.jpg" in page.locator(".study-demo-status").first.inner_text()
+                assert widget.locator("tr.study-demo-row").count() == len(deploy.STUDY_MODELS)
+                page.locator(".study-demo").first.screenshot(path=str(ARTIFACTS / "07_demo_upload.png"))
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "07_demo_failure.png"))
                 raise
