@@ -120,3 +120,15 @@ def latest(profile: str, kind: str, name: str, marker: str = "metrics.json") -> 
             f"run the notebook that trains it first (python run_all.py --profile {profile})."
         )
     return found[-1].parent
+
+
+def cached_json(profile: str, kind: str, name: str, key: Any, compute: Callable[[], Any], force: bool = False) -> Any:
+    """``compute()``'s JSON-able result, stored once under ``artifact_dir(profile, kind, name, key)``
+    and read back on later calls with the same key (``force`` recomputes). For measurements such
+    as latency: the key names the machine and settings, so another machine measures afresh."""
+    path = artifact_dir(profile, kind, name, key) / "result.json"
+    if path.exists() and not force:
+        return read_json(path)["result"]
+    result = compute()
+    write_json(path, {"key": key, "result": result})
+    return read_json(path)["result"]  # the same JSON round trip as a cached read

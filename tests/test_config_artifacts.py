@@ -57,3 +57,18 @@ def test_artifact_dirs_separate_profiles(artifact_root):
     assert a != b and a.is_relative_to(artifact_root)
     with pytest.raises(FileNotFoundError, match="run the notebook"):
         artifacts.latest("quick", "train", "custom_cnn")
+
+
+def test_cached_json_computes_once_per_key(artifact_root):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"median_ms": 1.5, "n": len(calls)}
+
+    key = {"cpu": "x", "threads": 2}
+    assert artifacts.cached_json("quick", "timings", "m", key, compute) == {"median_ms": 1.5, "n": 1}
+    assert artifacts.cached_json("quick", "timings", "m", key, compute) == {"median_ms": 1.5, "n": 1}
+    assert len(calls) == 1
+    assert artifacts.cached_json("quick", "timings", "m", {**key, "threads": 1}, compute)["n"] == 2  # other machine/settings
+    assert artifacts.cached_json("quick", "timings", "m", key, compute, force=True)["n"] == 3
