@@ -137,7 +137,9 @@ def load_all(profile: str = "full", *, seed: int | None = None, weights_dir=None
     out = {}
     for name in names:
         key = (name, profile, seed, str(weights_dir), str(config.artifacts_dir()))
-        if not cached or key not in _CACHE or not _CACHE[key].ok:
+        # "missing" rows are looked up again (the training notebook may have run since); rows without
+        # weights are not: resolving them again can mean a download attempt per call.
+        if not cached or key not in _CACHE or _CACHE[key].status.startswith("missing"):
             _CACHE[key] = load(name, profile, seed=seed, weights_dir=weights_dir)
         out[name] = _CACHE[key]
     return out

@@ -241,3 +241,13 @@ def test_deploy_loads_the_finished_run_with_the_profile_seed(artifact_root):
     assert torch.allclose(row.model(x), expected, atol=1e-5)  # normalisation inside the deployed model
     assert deploy.load("custom_cnn", "quick", seed=0).ok
     assert not deploy.load("custom_cnn", "quick", seed=1).ok
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_b0", "efficientnet_lite0"])
+def test_gradcam_layers_of_transfer_architectures(name):
+    # Untrained architectures (weights_spec=None: shape tests only): the hooked layer exists, runs,
+    # and gives one 32x32 map per image on the CIFAR grid.
+    torch.manual_seed(0)
+    model = models.build_model(name, weights_spec=None).eval()
+    maps = gradcam.for_model(name, model, torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8))
+    assert maps.shape == (1, 32, 32) and torch.isfinite(maps).all()
