@@ -52,8 +52,10 @@ def test_failing_notebook_is_named(tmp_path, monkeypatch):
 
 
 @pytest.mark.e2e
-def test_quick_pipeline_end_to_end(real_data_dir, tmp_path, monkeypatch, artifact_root):
-    monkeypatch.setenv(config.DATA_DIR_ENV, str(real_data_dir))
+def test_quick_pipeline_end_to_end(quick_models, tmp_path):
+    # Every notebook on the quick profile, on the session's quick store: the scratch and transfer
+    # runs the store already holds are reused (the same functions the notebooks call trained them),
+    # everything else (evaluation, confusion, demo, the extra experiments) is computed here.
     out = tmp_path / "reports"
     proc = subprocess.run([sys.executable, str(config.PROJ_ROOT / "run_all.py"), "--profile", "quick",
                            "--reports-dir", str(out)], capture_output=True, text=True, cwd=tmp_path)
@@ -71,3 +73,11 @@ def test_quick_pipeline_end_to_end(real_data_dir, tmp_path, monkeypatch, artifac
     assert all(row["status"] == "ok" and row["summary"] for row in timings["notebooks"])  # every notebook summarised
     assert re.search(r"custom_cnn \(quick profile\): \d+\.\d\d% test accuracy \(500 images, 2 epochs", index)
     assert "3,195,146" in (out / "04_vit.html").read_text()
+    results = out / "results"
+    bench = json.loads((results / "benchmark.json").read_text())
+    rows = {r["key"]: r for r in bench["rows"]}
+    assert rows["resnet18"]["Status"] == "not run: no pretrained weights" and rows["resnet18"]["Total Params"] == 11181642
+    assert rows["custom_cnn"]["Status"] == "ok" and rows["custom_cnn"]["CI low (%)"] < rows["custom_cnn"]["Accuracy (%)"]
+    assert (results / "models" / "mobilenet_v2.json").exists() and (results / "int8.csv").exists()
+    assert (results / "confusion_pairs.csv").read_text().count("\n") == 6  # header + top-5 pairs
+    assert "Provenance" in index and "sha256" in index and "ImageNet weights" in index
