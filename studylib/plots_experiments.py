@@ -65,7 +65,7 @@ def robustness_curves(table: pd.DataFrame, labels: dict[str, str], title: str):
         ax.set_title(c.replace("_", " "), fontsize=10)
         ax.set_xlabel("severity (0 = clean)")
     axes[0, 0].set_ylabel("accuracy (%)")
-    axes[0, -1].legend(fontsize=7)
+    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
