@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import base64
 import html
+import io
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -114,7 +117,28 @@ def render_html(executed: Path, target: Path, hide_code: bool = False) -> None:
     exporter = HTMLExporter(embed_images=True, exclude_input=hide_code, exclude_input_prompt=hide_code,
                             exclude_output_prompt=hide_code)
     body, _ = exporter.from_filename(str(executed))
+    if hide_code:
+        body = compress_pngs(body)
     artifacts.write_bytes(target, body.encode())
+
+
+PNG_DATA = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=\n]+)")
+
+
+def compress_pngs(page: str) -> str:
+    """Re-encode every embedded PNG figure as a 256-colour palette PNG (about 3-4x smaller for
+    plots and image grids; kept only where it is smaller), so the committed report stays a few MB."""
+    from PIL import Image
+
+    def shrink(match: re.Match) -> str:
+        raw = base64.b64decode(match.group(1))
+        img = Image.open(io.BytesIO(raw))
+        img = img.convert("RGBA" if "A" in img.getbands() else "RGB").quantize(256, method=Image.Quantize.FASTOCTREE)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", optimize=True)
+        return match.group(0) if buf.tell() >= len(raw) else "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+    return PNG_DATA.sub(shrink, page)
 
 
 def provenance_html(info: dict) -> str:

@@ -81,3 +81,21 @@ def test_quick_pipeline_end_to_end(quick_models, tmp_path):
     assert (results / "models" / "mobilenet_v2.json").exists() and (results / "int8.csv").exists()
     assert (results / "confusion_pairs.csv").read_text().count("\n") == 6  # header + top-5 pairs
     assert "Provenance" in index and "sha256" in index and "ImageNet weights" in index
+
+
+def test_published_figures_are_recompressed_and_still_decode():
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray((rng.random((120, 160, 3)) * 255).astype("uint8")).resize((640, 480), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    page = f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"> text'
+    out = run_all.compress_pngs(page)
+    assert len(out) < len(page) and out.endswith("> text")
+    data = re.search(r"base64,([A-Za-z0-9+/=]+)", out).group(1)
+    assert Image.open(io.BytesIO(base64.b64decode(data))).size == (640, 480)
