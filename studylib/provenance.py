@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from . import artifacts, config, data, deploy, evaluate, weights
 
 
@@ -41,6 +43,6 @@ def rows_provenance(profile: str, weights_dir=None) -> list[dict]:
 
 
 def collect(profile: str, data_dir=None, weights_dir=None) -> dict:
-    return {"machine": {**evaluate.cpu_info(), "threads": evaluate.torch.get_num_threads()},
+    return {"machine": {**evaluate.cpu_info(), "threads": torch.get_num_threads()},
             "profile": profile, "artifacts": str(config.artifacts_dir()),
             "data": data_provenance(data_dir), "rows": rows_provenance(profile, weights_dir)}
