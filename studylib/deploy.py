@@ -46,9 +46,13 @@ class Normalized(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> the network's normalised input (named like TransferNet.preprocess)."""
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        return self.net((x - self.mean) / self.std)
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.preprocess(x))
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Deployed:
     model: nn.Module | None = None     # eval mode, CPU, uint8 32x32 images -> logits
     run_dir: Path | None = None
     metrics: dict = field(default_factory=dict)
+    weights: dict | None = None        # transfer rows: provenance of the ImageNet weights file found
 
     @property
     def label(self) -> str:
@@ -102,30 +107,31 @@ def load(name: str, profile: str = "full", *, seed: int | None = None, weights_d
     """Deployed model ``name`` from its finished run, or a Deployed whose status says why not."""
     if name not in STUDY_MODELS:
         raise KeyError(f"unknown study model {name!r}; choose one of {STUDY_MODELS}")
+    model = provenance = None
     if name not in SCRATCH:
         from . import transfer
 
         try:
-            weights.resolve(name, weights_dir)
+            model = transfer.build_transfer(name, weights_dir=weights_dir)  # resolves the weights once
         except weights.WeightsUnavailable:
             return Deployed(name, NO_WEIGHTS)
+        provenance = model.provenance
     try:
         run = find_run(profile, name, seed)
     except FileNotFoundError as exc:
-        return Deployed(name, f"missing: run notebook {notebook_of(name)} ({exc})")
+        return Deployed(name, f"missing: run notebook {notebook_of(name)} ({exc})", weights=provenance)
     metrics = artifacts.read_json(run / "metrics.json")
     if name in SCRATCH:
         net = models.build_model(name)
         net.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
         model = Normalized(net)
     else:
-        model = transfer.build_transfer(name, weights_dir=weights_dir)
         used = metrics["weights"]["sha256"]
-        if model.provenance["sha256"] != used:
+        if provenance["sha256"] != used:
             return Deployed(name, f"missing: run notebook 03_transfer (the run in {run} used weights "
-                                  f"{used[:12]}, the file found now is {model.provenance['sha256'][:12]})")
+                                  f"{used[:12]}, the file found now is {provenance['sha256'][:12]})", weights=provenance)
         model.head.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
-    return Deployed(name, OK, model.eval(), run, metrics)
+    return Deployed(name, OK, model.eval(), run, metrics, weights=provenance)
 
 
 _CACHE: dict[tuple, Deployed] = {}

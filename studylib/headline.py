@@ -21,10 +21,12 @@ DEFAULT_RESULTS = config.REPORTS_DIR / "published" / "results"
 README = config.PROJ_ROOT / "README.md"
 
 
-def _num(value, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return format(value, fmt)
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _num(value, fmt: str, unit: str = "") -> str:
+    return "–" if _missing(value) else format(value, fmt) + unit
 
 
 def table(results_dir: Path = DEFAULT_RESULTS) -> str:
@@ -39,13 +41,11 @@ def table(results_dir: Path = DEFAULT_RESULTS) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in bench["rows"]:
         acc = r.get("Accuracy (%)")
-        measured = ("–" if acc is None or (isinstance(acc, float) and math.isnan(acc)) else
-                    f"**{acc:.2f}%** ({r['CI low (%)']:.2f}–{r['CI high (%)']:.2f})")
-        ref = _num(r.get("Reference Accuracy (%)"), ".2f")
-        lines.append(f"| {r['Model']} | {r['Strategy']} | {measured} | {ref if ref == '–' else ref + '%'} | "
+        measured = "–" if _missing(acc) else f"**{acc:.2f}%** ({r['CI low (%)']:.2f}–{r['CI high (%)']:.2f})"
+        latency = r.get("CPU Latency fp32 (ms)")
+        lines.append(f"| {r['Model']} | {r['Strategy']} | {measured} | {_num(r.get('Reference Accuracy (%)'), '.2f', '%')} | "
                      f"{_num(r.get('Trainable Params'), ',.0f')} / {_num(r.get('Total Params'), ',.0f')} | "
-                     f"{_num(r.get('CPU Latency fp32 (ms)'), '.1f')}{'' if r.get('CPU Latency fp32 (ms)') is None else ' ms'} | "
-                     f"{r['Status']} |")
+                     f"{_num(latency, '.1f')}{'' if latency is None else ' ms'} | {r['Status']} |")
     lines.append("")
     timings = Path(results_dir).parent / "timings.json"
     if timings.exists():

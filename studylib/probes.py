@@ -13,7 +13,6 @@ the code version; finished runs are reused.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import sys
@@ -25,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import artifacts, calibration, config, data, experiments, features, train, transfer
+from . import artifacts, calibration, config, data, evaluate, experiments, features, train, transfer
 
 # Bump when a change here alters a probe result (part of every probe's key).
 PROBES_VERSION = 1
@@ -123,18 +122,6 @@ def repeat_to(indices: np.ndarray, min_images: int) -> np.ndarray:
     return np.tile(indices, reps)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """One CPU thread while a head trains: a 128x1280 @ 1280x10 step is too small to split, and on
-    the shared 2-core machine two threads made each epoch ~10x slower (1.5 s vs 15 s measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def probe_key(pdata: ProbeData, cfg: dict, *, per_class, val_fraction, min_epoch_images: int) -> dict:
     keys = ("seed", "epochs", "batch_size", "optimizer", "schedule")
     return {"model": pdata.name, "size": pdata.size, "probes": PROBES_VERSION, "transfer": transfer.TRANSFER_VERSION,
@@ -174,7 +161,9 @@ def train_probe(pdata: ProbeData, profile: str, *, seed: int, per_class: int | N
     meta = {"model": pdata.name, "profile": profile, "key": key, "strategy": "frozen backbone + linear head (probe)",
             "train_images": len(idx), "repeats": len(fit_idx) // max(len(idx), 1), "size": pdata.size,
             "val_images": 0 if val_idx is None else len(val_idx)}
-    with _one_thread():
+    # One thread while a head trains: a 128x1280 @ 1280x10 step is too small to split, and on the
+    # shared 2-core machine two threads made each epoch ~10x slower (1.5 s vs 15 s measured).
+    with evaluate.num_threads(1):
         res = transfer.fit_head(pdata.name, cfg, feats[fit_idx], y[fit_idx], pdata.test_feats.features,
                                 pdata.test.labels, out_dir, device=device, meta=meta, progress=progress)
     out = {"metrics": res.metrics, "out_dir": out_dir, "reused": res.reused,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from . import artifacts, config, data, deploy, evaluate, weights
+from . import artifacts, config, data, deploy, evaluate
 
 
 def data_provenance(data_dir=None) -> dict:
@@ -29,11 +29,8 @@ def rows_provenance(profile: str, weights_dir=None) -> list[dict]:
     for name, row in deploy.load_all(profile, weights_dir=weights_dir).items():
         rec = {"model": name, "label": row.label, "status": row.status}
         if name not in deploy.SCRATCH:
-            try:
-                w = weights.resolve(name, weights_dir).provenance()
-                rec["weights"] = {k: w[k] for k in ("source", "file", "sha256", "matches_published_sha256")}
-            except weights.WeightsUnavailable:
-                rec["weights"] = None
+            w = row.weights
+            rec["weights"] = w and {k: w[k] for k in ("source", "file", "sha256", "matches_published_sha256")}
         if row.ok:
             env = row.metrics.get("environment", {})
             rec.update(run=row.run_dir.name, trained_on=row.metrics.get("device"),

@@ -22,6 +22,8 @@ from torch import nn
 from torch.ao.quantization import get_default_qconfig_mapping, quantize_dynamic
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+from . import deploy
+
 BACKEND = "x86"  # fbgemm + oneDNN kernels; the CPU engine of this machine class
 STATIC_SUPPORTED = ("custom_cnn", "mobilenet_v2", "mobilenet_v2_float", "resnet18", "efficientnet_b0")
 
@@ -45,8 +47,6 @@ def dynamic_int8(model: nn.Module) -> nn.Module:
 
 def _body_attr(name: str) -> str:
     """The float sub-network static quantization replaces inside a deployed model."""
-    from . import deploy
-
     return "net" if name in deploy.SCRATCH else "backbone"
 
 
@@ -64,7 +64,7 @@ def static_int8(name: str, model: nn.Module, calib_images: torch.Tensor, batch_s
     q = copy.deepcopy(model).eval()
     attr = _body_attr(name)
     body = getattr(q, attr)
-    example = _body_input(q, attr, calib_images[:1])
+    example = q.preprocess(calib_images[:1])  # what the body sees: the model's own float preprocessing
     with _quiet():
         prepared = prepare_fx(body, get_default_qconfig_mapping(BACKEND), (example,))
         setattr(q, attr, prepared)
@@ -72,11 +72,3 @@ def static_int8(name: str, model: nn.Module, calib_images: torch.Tensor, batch_s
             q(calib_images[start:start + batch_size])   # observers record activation ranges
         setattr(q, attr, convert_fx(prepared))
     return q.eval()
-
-
-def _body_input(model: nn.Module, attr: str, images: torch.Tensor) -> torch.Tensor:
-    """What the body sees for ``images``: the deployed model's own float preprocessing."""
-    if attr == "backbone":
-        return model.preprocess(images)
-    x = images.float() / 255.0
-    return (x - model.mean) / model.std
