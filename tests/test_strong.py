@@ -71,3 +71,24 @@ def test_finetune_net_trains_every_layer_and_keeps_preprocessing():
     assert ft(images).shape == (4, 10)
     batch = finetune.CropFlip(4, 0.5)(images, torch.arange(4), torch.Generator().manual_seed(0))
     assert batch.images.dtype == torch.uint8 and batch.images.shape == images.shape and batch.lam == 1.0
+
+
+def test_cpu_full_run_benchmark_times_a_whole_run_in_a_throwaway_store(real_data_dir, artifact_root):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from studylib import config
+
+    env = {**os.environ, config.DATA_DIR_ENV: str(real_data_dir), config.ARTIFACTS_DIR_ENV: str(artifact_root)}
+    cmd = [sys.executable, str(config.PROJ_ROOT / "benchmarks" / "bench_strong.py"), "--full-run", "--profile",
+           "quick", "--threads", "1"]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    result = json.loads((artifact_root / "bench" / "strong_cpu_run-quick.json").read_text())
+    assert result["profile"] == "quick" and result["hyp"] == json.loads(json.dumps(strong.hyp_for("quick")))
+    assert 0.0 <= result["test_acc"] <= 1.0 and result["test_n"] == 500
+    assert result["wall_seconds"] >= result["train_seconds"] > 0
+    # the run's model and logits lived in a temporary store: the real one holds only the result
+    assert [p.relative_to(artifact_root).as_posix() for p in artifact_root.rglob("*")] == \
+        ["bench", "bench/strong_cpu_run-quick.json"]
