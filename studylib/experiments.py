@@ -78,7 +78,8 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     # at a size the 2-core CPU can afford (python -m studylib.finetune), compared with a linear probe
     # at the same size on the same 50,000 images. Measured training speed on the 2-core CPU (bf16,
     # batch 128, benchmarks/bench_finetune.py): 64 px ~250, 96 px ~140, 128 px ~80 images/s, i.e. the
-    # 15-epoch budget costs ~50 / ~90 / ~155 min; 96 px is the largest that fits a session.
+    # 15-epoch budget costs ~50 / ~90 / ~155 min (the 96-px run took 115 min, test passes included);
+    # 96 px is the largest that fits a session.
     "finetune": {
         "full": {"backbone": "mobilenet_v2_float", "size": 96, "seed": 0},
         "quick": {"backbone": "mobilenet_v2_float", "size": 32, "seed": 0},  # 32 px: seconds on CPU
