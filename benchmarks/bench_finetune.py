@@ -14,20 +14,20 @@ images/s, the ratio to the baseline and what the 15-epoch budget over 50,000 ima
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from studylib import config, finetune, probes, train, transfer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_strong import time_steps  # noqa: E402  (the sibling benchmark's warm-up + timing loop)
+
+from studylib import config, finetune, probes, train, transfer  # noqa: E402
 
 
 def images_per_s(step, n_steps: int, batch: int) -> float:
-    step()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(n_steps):
-        step()
-    return n_steps * batch / (time.perf_counter() - t0)
+    return n_steps * batch / time_steps(step, n_steps, warmup=1)
 
 
 def main() -> None:
