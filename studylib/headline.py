@@ -42,10 +42,9 @@ def table(results_dir: Path = DEFAULT_RESULTS) -> str:
     for r in bench["rows"]:
         acc = r.get("Accuracy (%)")
         measured = "–" if _missing(acc) else f"**{acc:.2f}%** ({r['CI low (%)']:.2f}–{r['CI high (%)']:.2f})"
-        latency = r.get("CPU Latency fp32 (ms)")
         lines.append(f"| {r['Model']} | {r['Strategy']} | {measured} | {_num(r.get('Reference Accuracy (%)'), '.2f', '%')} | "
                      f"{_num(r.get('Trainable Params'), ',.0f')} / {_num(r.get('Total Params'), ',.0f')} | "
-                     f"{_num(latency, '.1f')}{'' if latency is None else ' ms'} | {r['Status']} |")
+                     f"{_num(r.get('CPU Latency fp32 (ms)'), '.1f', ' ms')} | {r['Status']} |")
     lines.append("")
     timings = Path(results_dir).parent / "timings.json"
     if timings.exists():
