@@ -1,10 +1,7 @@
-"""Atomic writes, content hashing and the artifact store.
+"""Atomic writes and content hashing (the run lifecycle built on them is ``studylib.runs``).
 
-Nothing is ever left half written: every artifact goes to a temporary file in the same
-folder, is flushed to disk, then renamed over its final name (rename is atomic on POSIX).
-Artifacts live under ``<artifacts>/<profile>/<kind>/<name>-<hash>/`` where the hash covers
-everything that produced them, so quick runs never overwrite full runs and a changed
-config never reuses a stale result.
+Nothing is ever left half written: every file goes to a temporary file in the same folder, is
+flushed to disk, then renamed over its final name (rename is atomic on POSIX).
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import config
 
 
 _UMASK = os.umask(0)
@@ -85,7 +81,7 @@ def hash_tensor(t: torch.Tensor, length: int = 12) -> str:
     """Hash of a tensor's dtype, shape and bytes (used to key artifacts by their data)."""
     t = t.detach().cpu().contiguous()
     h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:length]
 
 
@@ -96,39 +92,3 @@ def hash_file(path, length: int | None = None) -> str:
             h.update(block)
     digest = h.hexdigest()
     return digest[:length] if length else digest
-
-
-# ---------------------------------------------------------------------------------------
-# The store
-# ---------------------------------------------------------------------------------------
-def artifact_dir(profile: str, kind: str, name: str, key: Any) -> Path:
-    """Folder for one artifact: ``<artifacts>/<profile>/<kind>/<name>-<hash(key)>``."""
-    return config.artifacts_dir() / profile / kind / f"{name}-{hash_obj(key)}"
-
-
-def latest(profile: str, kind: str, name: str, marker: str = "metrics.json") -> Path:
-    """The most recently finished artifact folder of ``name`` (the one holding ``marker``).
-
-    Readers (evaluation, demo) use this to find what a training notebook wrote; it fails
-    with a message naming the notebook-producing ``kind`` when nothing is there.
-    """
-    root = config.artifacts_dir() / profile / kind
-    found = sorted(root.glob(f"{name}-*/{marker}"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(
-            f"no finished {kind!r} artifact for {name!r} in profile {profile!r} under {root}; "
-            f"run the notebook that trains it first (python run_all.py --profile {profile})."
-        )
-    return found[-1].parent
-
-
-def cached_json(profile: str, kind: str, name: str, key: Any, compute: Callable[[], Any], force: bool = False) -> Any:
-    """``compute()``'s JSON-able result, stored once under ``artifact_dir(profile, kind, name, key)``
-    and read back on later calls with the same key (``force`` recomputes). For measurements such
-    as latency: the key names the machine and settings, so another machine measures afresh."""
-    path = artifact_dir(profile, kind, name, key) / "result.json"
-    if path.exists() and not force:
-        return read_json(path)["result"]
-    result = compute()
-    write_json(path, {"key": key, "result": result})
-    return read_json(path)["result"]  # the same JSON round trip as a cached read

@@ -1,4 +1,4 @@
-"""Batched tensor augmentation for the scratch models: crop, flip, cutout, MixUp, CutMix.
+"""Batched tensor augmentation: crop, flip, cutout, MixUp, CutMix.
 
 Everything works on a whole uint8 batch (B, 3, H, W) at once with index arithmetic, never
 a per-image Python or PIL loop, and draws its randomness from an explicit generator so a
@@ -8,6 +8,7 @@ run (and a resumed run) is repeatable.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,14 +39,15 @@ def _box_mask(h: int, w: int, cy: torch.Tensor, cx: torch.Tensor, bh: torch.Tens
     return in_y[:, :, None] & in_x[:, None, :]
 
 
-def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Zero one size x size square per image; its centre is uniform over the image and the
-    square is clipped at the border (DeVries & Taylor 2017)."""
+def cutout(x: torch.Tensor, size: int, gen: torch.Generator, fill: float = 0) -> torch.Tensor:
+    """Set one size x size square per image to ``fill``; its centre is uniform over the image and
+    the square is clipped at the border (DeVries & Taylor 2017). On uint8 images fill 0 is black;
+    on normalised images (the reference's code: CutOut after Normalize) 0 is the per-channel mean."""
     b, _, h, w = x.shape
     cy = torch.randint(0, h, (b, 1), generator=gen)
     cx = torch.randint(0, w, (b, 1), generator=gen)
     size_t = torch.tensor(size)
-    return x.masked_fill(_box_mask(h, w, cy, cx, size_t, size_t)[:, None], 0)
+    return x.masked_fill(_box_mask(h, w, cy, cx, size_t, size_t)[:, None], fill)
 
 
 def mixup(x: torch.Tensor, perm: torch.Tensor, lam: float) -> torch.Tensor:
@@ -77,29 +79,28 @@ class MixedBatch:
 
 
 class ScratchAugment:
-    """The reference's scratch-model augmentation, on batches.
+    """The scratch recipes' augmentation, on batches.
 
-    uint8 batch -> crop(pad) -> flip -> cutout -> float, normalised -> with probability
-    ``mix_p`` MixUp or CutMix (even odds) against a shuffled copy of the batch.
+    uint8 batch -> crop(pad) -> flip -> [cutout] -> normalise -> [cutout, when ``cutout_after_normalize``]
+    -> with probability ``mix_p`` MixUp or CutMix (even odds) against a shuffled copy of the batch.
     """
 
-    def __init__(self, *, crop_padding: int, hflip_p: float, cutout_size: int, mix_p: float, mixup_alpha: float,
-                 cutmix_alpha: float, mean: tuple[float, ...], std: tuple[float, ...]):
+    def __init__(self, *, crop_padding: int, hflip_p: float, cutout_size: int, cutout_after_normalize: bool,
+                 mix_p: float, mixup_alpha: float, cutmix_alpha: float, normalize: Callable[[torch.Tensor], torch.Tensor]):
         self.crop_padding, self.hflip_p, self.cutout_size = crop_padding, hflip_p, cutout_size
+        self.cutout_after_normalize = cutout_after_normalize
         self.mix_p, self.mixup_alpha, self.cutmix_alpha = mix_p, mixup_alpha, cutmix_alpha
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(std).view(1, 3, 1, 1) * 255.0
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
+        self.normalize = normalize
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> MixedBatch:
         if self.crop_padding:
             x = random_crop(x, self.crop_padding, gen)
         x = hflip(x, self.hflip_p, gen)
-        if self.cutout_size:
+        if self.cutout_size and not self.cutout_after_normalize:
             x = cutout(x, self.cutout_size, gen)
         x = self.normalize(x)
+        if self.cutout_size and self.cutout_after_normalize:
+            x = cutout(x, self.cutout_size, gen)
         if torch.rand(1, generator=gen).item() >= self.mix_p:
             return MixedBatch(x, y, y, 1.0)
         # Beta draws come from a NumPy generator seeded by the torch one, keeping one seed source.
@@ -111,3 +112,13 @@ class ScratchAugment:
         lam = float(rng.beta(self.cutmix_alpha, self.cutmix_alpha))
         x, lam = cutmix(x, perm, lam, gen)
         return MixedBatch(x, y, y[perm], lam)
+
+
+class CropFlip:
+    """Random crop (zero pad) + horizontal flip of uint8 batches, no mixing (fine-tuning)."""
+
+    def __init__(self, crop_padding: int, hflip_p: float):
+        self.crop_padding, self.hflip_p = crop_padding, hflip_p
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> MixedBatch:
+        return MixedBatch(hflip(random_crop(x, self.crop_padding, gen), self.hflip_p, gen), y, y, 1.0)

@@ -10,6 +10,7 @@ fitted on the test set would make the "after" numbers optimistic.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -95,3 +96,30 @@ def before_after(val_logits: torch.Tensor, val_labels: torch.Tensor, test_logits
     before, after = summary(test_logits, test_labels, 1.0, n_bins), summary(test_logits, test_labels, t, n_bins)
     return {"temperature": t, "val_n": len(val_labels), "test_n": len(test_labels), "n_bins": n_bins,
             **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
+
+
+def report(val_logits: torch.Tensor, val_labels: torch.Tensor, test_logits: torch.Tensor, test_labels: torch.Tensor,
+           n_bins: int = N_BINS) -> dict:
+    """``before_after`` plus the test set's reliability tables before and after scaling (JSON-able): what
+    a run records so the report needs no logits."""
+    out = before_after(val_logits, val_labels, test_logits, test_labels, n_bins)
+    out["reliability"] = {"before": reliability(test_logits, test_labels, n_bins).to_dict("records"),
+                          "after": reliability(test_logits / out["temperature"], test_labels, n_bins).to_dict("records")}
+    return out
+
+
+def ece_from_confidence(confidence: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> float:
+    """ECE from per-example top probabilities and correctness (what a run's predictions.npz holds), with
+    the same bins as ``ece`` (a confidence of 0 in the first bin, else the bin whose (lower, upper] holds it)."""
+    conf = torch.as_tensor(np.asarray(confidence, dtype=np.float32))
+    ok = torch.as_tensor(np.asarray(correct, dtype=np.float32))
+    if len(conf) == 0 or len(conf) != len(ok):
+        raise ValueError(f"need equal, non-zero numbers of confidences and outcomes, got {len(conf)} and {len(ok)}")
+    edges = torch.linspace(0, 1, n_bins + 1)
+    idx = torch.bucketize(conf, edges[1:-1], right=False).clamp(0, n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        mask = idx == b
+        if mask.any():
+            total += mask.float().mean().item() * abs(ok[mask].mean().item() - conf[mask].mean().item())
+    return total

@@ -8,6 +8,7 @@ corrupted file is refused with an error naming it.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import config
+from . import artifacts, config
 
 FOLDER_NAME = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -155,6 +156,16 @@ def load_cifar10(
                 f"`{FOLDER_NAME}` folder, or download it with download=True "
                 f"(`python run_all.py --download`)."
             )
+    files = [batches_dir / name for name in (TRAIN_FILES if split == "train" else TEST_FILES)]
+    stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else None for f in files)
+    return _read_split(str(batches_dir), split, check_counts, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_split(batches_dir: str, split: str, check_counts: bool, stamp: tuple) -> CifarSplit:
+    """One split read and validated; cached per folder and file state (``stamp``): callers never
+    modify the returned tensors in place."""
+    batches_dir = Path(batches_dir)
     classes = read_classes(batches_dir)
     parts = [_read_batch(batches_dir / name) for name in (TRAIN_FILES if split == "train" else TEST_FILES)]
     data = np.concatenate([p[0] for p in parts])
@@ -209,14 +220,24 @@ def train_val_split(labels: torch.Tensor | np.ndarray, val_fraction: float, seed
 
 
 def load_profile_data(cfg: dict, data_dir=None, download: bool = False) -> tuple[CifarSplit, CifarSplit]:
-    """(train, test) for a profile: the full splits, or the profile's stratified subsets."""
+    """(train, test) for a profile (``config.get_profile``): the full splits, or the profile's
+    stratified subsets, drawn by the protocol's ``subset_seed`` (never a training seed, so every
+    model of a profile sees the same images)."""
     train = load_cifar10("train", data_dir, download)
     test = load_cifar10("test", data_dir, download=False)
     if cfg.get("train_per_class"):
-        train = train.subset(stratified_subset(train.labels, cfg["train_per_class"], cfg["seed"]))
+        train = train.subset(stratified_subset(train.labels, cfg["train_per_class"], cfg["subset_seed"]))
     if cfg.get("test_per_class"):
-        test = test.subset(stratified_subset(test.labels, cfg["test_per_class"], cfg["seed"]))
+        test = test.subset(stratified_subset(test.labels, cfg["test_per_class"], cfg["subset_seed"]))
     return train, test
+
+
+def split_key(split: CifarSplit) -> str:
+    """Content hash of a split's images and labels (part of every run key that reads it); computed
+    once per split object."""
+    if "_key" not in split.__dict__:
+        object.__setattr__(split, "_key", artifacts.hash_tensor(split.images) + artifacts.hash_tensor(split.labels))
+    return split.__dict__["_key"]
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 10000) -> tuple[list[float], list[float]]:
@@ -231,3 +252,14 @@ def channel_stats(images: torch.Tensor, chunk: int = 10000) -> tuple[list[float]
     mean = total / n
     std = (total_sq / n - mean**2).sqrt()
     return mean.tolist(), std.tolist()
+
+
+def class_counts(splits: dict[str, CifarSplit]) -> "pd.DataFrame":
+    """Images per class of each named split, long format (class, split, images)."""
+    import pandas as pd
+
+    rows = []
+    for name, split in splits.items():
+        counts = np.bincount(split.labels.numpy(), minlength=NUM_CLASSES)
+        rows += [{"class": split.classes[c], "split": name, "images": int(n)} for c, n in enumerate(counts)]
+    return pd.DataFrame(rows)

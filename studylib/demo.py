@@ -186,8 +186,8 @@ class Demo:
             if not d.ok:
                 lines.append(f"{html.escape(d.label)}: <i>{html.escape(d.status)}</i>")
         if not ok:
-            lines.append(f"<span style='color:#b00020'>No model can run: run notebooks 02, 03 and 04 first "
-                         f"(python run_all.py --profile {html.escape(self.profile)} --only 02 03 04).</span>")
+            lines.append(f"<span style='color:#b00020'>No model can run: train them first "
+                         f"(python run_all.py --retrain 02 03 04, profile {html.escape(self.profile)}).</span>")
         return "<br>".join(lines)
 
     def _set_image(self, image: torch.Tensor, source: str, note: str) -> None:
@@ -250,7 +250,7 @@ class Demo:
             if not r.ok:
                 continue
             try:
-                cams[r.name] = gradcam.for_model(r.name, self.deployed[r.name].model, self.image[None])[0].numpy()
+                cams[r.name] = gradcam.for_model(self.deployed[r.name].model, self.image[None])[0].numpy()
             except Exception as exc:  # an overlay failing must not lose the predictions
                 cams[r.name] = f"Grad-CAM failed: {type(exc).__name__}: {exc}"
         return cams
@@ -272,7 +272,7 @@ class Demo:
 
 def build(profile: str = "full", *, data_dir=None, weights_dir=None, examples_per_class: int = 2) -> Demo:
     """The demo over every study model of ``profile`` (loaded once per process by studylib.deploy)."""
-    deployed = deploy.load_all(profile, weights_dir=weights_dir or None)
+    deployed = deploy.load_all(profile, data_dir=data_dir or None, weights_dir=weights_dir or None)
     test = data.load_cifar10("test", data_dir or None)
     return Demo(deployed, test.classes, load_examples(test, examples_per_class), profile)
 

@@ -1,156 +1,149 @@
-"""The study's deployed models: every row of the study, loaded from the artifacts its training
-notebook wrote, as one uniform thing evaluation, Grad-CAM and the demo can use.
+"""The study's deployed models: every row of the benchmark table, loaded from its finished run (in
+the artifact store or shipped in ``runs/``), as one uniform thing evaluation, Grad-CAM, the demo
+and the command line use.
 
-    rows = load_all("full")                      # {name: Deployed}, in report order
+    rows = load_all("full")                      # {row key: Deployed}, in report order
     rows["mobilenet_v2"].model(images_uint8)     # (N, 3, 32, 32) uint8 -> (N, 10) logits
     rows["resnet18"].status                      # "not run: no pretrained weights"
 
 Every deployed model takes CIFAR-sized uint8 RGB images and does its own preprocessing
 (normalisation for the scratch models; upscale + the backbone's normalisation for transfer
 models), exactly as it was trained. Loading never trains: a missing run gives a status that
-names the notebook to run.
+names the command that computes it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
 from torch import nn
 
-from . import artifacts, config, models, reference, weights
+from . import config, models, reference, runs, weights
+from .models import backbones
+from .recipes import heads, scratch
 
-# Report order: the reference's rows, then the extra weight file and EfficientNet-Lite0.
-STUDY_MODELS = ("custom_cnn", "vit_small", "mobilenet_v2", "mobilenet_v2_float", "resnet18", "efficientnet_b0",
-                "efficientnet_lite0")
-SCRATCH = ("custom_cnn", "vit_small")
-NOTEBOOK = {"custom_cnn": "02_scratch_cnn", "vit_small": "04_vit"}  # the rest: 03_transfer
-LABELS = {"custom_cnn": "Custom CNN", "vit_small": "ViT-Small", "mobilenet_v2": "MobileNetV2",
-          "mobilenet_v2_float": "MobileNetV2 (float weights)", "resnet18": "ResNet-18",
-          "efficientnet_b0": "EfficientNet-B0", "efficientnet_lite0": "EfficientNet-Lite0"}
 OK = "ok"
 NO_WEIGHTS = "not run: no pretrained weights"
 
 
-def notebook_of(name: str) -> str:
-    return NOTEBOOK.get(name, "03_transfer")
+@dataclass(frozen=True)
+class Row:
+    """One row of the benchmark table: a model trained with a recipe."""
+    key: str          # row id in results files
+    model: str        # registered model name
+    recipe: str       # config.RECIPES entry
+    label: str
+    notebook: str     # the notebook that trains it
+
+    @property
+    def scratch(self) -> bool:
+        return self.model in ("custom_cnn", "vit_small")
+
+    @property
+    def strategy(self) -> str:
+        return "from scratch" if self.scratch else "frozen ImageNet backbone + linear head"
+
+    @property
+    def reference_key(self) -> str | None:
+        """The reference's published row this row is compared with (study and reference-code rows alike)."""
+        return self.model if self.model in reference.load_reference()["models"] else None
 
 
-class Normalized(nn.Module):
-    """A scratch model behind its input normalisation: uint8 (or 0-1 float) images in, logits out."""
-
-    def __init__(self, net: nn.Module, mean=config.CIFAR10_MEAN, std=config.CIFAR10_STD):
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> the network's normalised input (named like TransferNet.preprocess)."""
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        return (x - self.mean) / self.std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.preprocess(x))
+ROWS: tuple[Row, ...] = (
+    Row("custom_cnn", "custom_cnn", "study", "Custom CNN (study recipe)", "02_scratch_cnn"),
+    Row("custom_cnn_refcode", "custom_cnn", "reference_code", "Custom CNN (reference code)", "02_scratch_cnn"),
+    Row("vit_small", "vit_small", "study", "ViT-Small (study recipe)", "04_vit"),
+    Row("vit_small_refcode", "vit_small", "reference_code", "ViT-Small (reference code)", "04_vit"),
+    Row("mobilenet_v2", "mobilenet_v2", "head", "MobileNetV2", "03_transfer"),
+    Row("mobilenet_v2_float", "mobilenet_v2_float", "head", "MobileNetV2 (float weights)", "03_transfer"),
+    Row("resnet18", "resnet18", "head", "ResNet-18", "03_transfer"),
+    Row("efficientnet_b0", "efficientnet_b0", "head", "EfficientNet-B0", "03_transfer"),
+    Row("efficientnet_lite0", "efficientnet_lite0", "head", "EfficientNet-Lite0", "03_transfer"),
+)
+ROW = {r.key: r for r in ROWS}
+LABELS = {r.key: r.label for r in ROWS}
 
 
 @dataclass
 class Deployed:
-    name: str
-    status: str                        # OK, NO_WEIGHTS, or "missing: ..." naming the notebook to run
+    row: Row
+    status: str                        # OK, NO_WEIGHTS, or "missing: ..." naming the command to run
     model: nn.Module | None = None     # eval mode, CPU, uint8 32x32 images -> logits
-    run_dir: Path | None = None
-    metrics: dict = field(default_factory=dict)
+    run: runs.Run | None = None
     weights: dict | None = None        # transfer rows: provenance of the ImageNet weights file found
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.row.key
 
     @property
     def label(self) -> str:
-        return LABELS[self.name]
+        return self.row.label
 
     @property
     def ok(self) -> bool:
         return self.status == OK
 
     @property
-    def strategy(self) -> str:
-        return "from scratch" if self.name in SCRATCH else "frozen ImageNet backbone + linear head"
+    def metrics(self) -> dict:
+        return self.run.metrics if self.run is not None and self.run.done else {}
 
     @property
-    def notebook(self) -> str:
-        return notebook_of(self.name)
-
-    def test_logits(self) -> torch.Tensor:
-        """The run's saved test-set logits (float32, in the profile's test order)."""
-        return torch.load(self.run_dir / "test_logits.pt", map_location="cpu")
+    def strategy(self) -> str:
+        return self.row.strategy
 
 
-def find_run(profile: str, name: str, seed: int | None = None) -> Path:
-    """The newest finished training run of ``name`` under ``profile`` with the protocol's settings
-    (seed, epochs and data sizes of the profile; ``seed`` overrides the profile's)."""
-    cfg = config.get_profile(profile, **({} if seed is None else {"seed": seed}))
-    root = config.artifacts_dir() / profile / "train"
-    wanted = {k: cfg[k] for k in ("seed", "epochs", "train_per_class", "test_per_class")}
-    matches = []
-    for marker in root.glob(f"{name}-*/metrics.json"):
-        key = artifacts.read_json(marker).get("key", {})
-        if all(key.get(k) == v for k, v in wanted.items()):
-            matches.append(marker)
-    if not matches:
-        raise FileNotFoundError(
-            f"no finished run of {name!r} for profile {profile!r} ({wanted}) under {root}; run notebook "
-            f"{notebook_of(name)} first (python run_all.py --profile {profile} --only {notebook_of(name)[:2]}).")
-    return max(matches, key=lambda p: p.stat().st_mtime).parent
+def job(row: Row, profile: str, *, data_dir=None, device: str = "auto", weights_dir=None) -> runs.Job:
+    """The training job of ``row`` (raises WeightsUnavailable for a transfer row without weights)."""
+    if row.scratch:
+        return scratch.job(row.model, row.recipe, profile, data_dir=data_dir, device=device)
+    return heads.row_job(row.model, profile, row.recipe, data_dir=data_dir, device=device, weights_dir=weights_dir)
 
 
-def load(name: str, profile: str = "full", *, seed: int | None = None, weights_dir=None) -> Deployed:
-    """Deployed model ``name`` from its finished run, or a Deployed whose status says why not."""
-    if name not in STUDY_MODELS:
-        raise KeyError(f"unknown study model {name!r}; choose one of {STUDY_MODELS}")
-    model = provenance = None
-    if name not in SCRATCH:
-        from . import transfer
-
-        try:
-            model = transfer.build_transfer(name, weights_dir=weights_dir)  # resolves the weights once
-        except weights.WeightsUnavailable:
-            return Deployed(name, NO_WEIGHTS)
-        provenance = model.provenance
+def load(key: str, profile: str = "full", *, data_dir=None, weights_dir=None) -> Deployed:
+    """Deployed row ``key`` from its finished run, or a Deployed whose status says why not."""
+    if key not in ROW:
+        raise KeyError(f"unknown study row {key!r}; choose one of {list(ROW)}")
+    row = ROW[key]
     try:
-        run = find_run(profile, name, seed)
-    except FileNotFoundError as exc:
-        return Deployed(name, f"missing: run notebook {notebook_of(name)} ({exc})", weights=provenance)
-    metrics = artifacts.read_json(run / "metrics.json")
-    if name in SCRATCH:
-        net = models.build_model(name)
-        net.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
-        model = Normalized(net)
-    else:
-        used = metrics["weights"]["sha256"]
-        if provenance["sha256"] != used:
-            return Deployed(name, f"missing: run notebook 03_transfer (the run in {run} used weights "
-                                  f"{used[:12]}, the file found now is {provenance['sha256'][:12]})", weights=provenance)
-        model.head.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
-    return Deployed(name, OK, model.eval(), run, metrics, weights=provenance)
+        j = job(row, profile, data_dir=data_dir, weights_dir=weights_dir)
+    except weights.WeightsUnavailable:
+        return Deployed(row, NO_WEIGHTS)
+    if not j.run.done:
+        return Deployed(row, f"missing: run notebook {row.notebook} or `{j.command}`", run=j.run)
+    if row.scratch:
+        return Deployed(row, OK, scratch.load(j.run), j.run)
+    model = heads.load(j.run, weights_dir=weights_dir)
+    return Deployed(row, OK, model, j.run, weights=model.provenance)
 
 
 _CACHE: dict[tuple, Deployed] = {}
 
 
-def load_all(profile: str = "full", *, seed: int | None = None, weights_dir=None,
-             names: tuple[str, ...] = STUDY_MODELS, cached: bool = True) -> dict[str, Deployed]:
-    """Every study model, in report order (loaded once per process when ``cached``)."""
+def load_all(profile: str = "full", *, data_dir=None, weights_dir=None, keys: tuple[str, ...] | None = None,
+             cached: bool = True) -> dict[str, Deployed]:
+    """Every study row, in report order (loaded once per process when ``cached``)."""
     out = {}
-    for name in names:
-        key = (name, profile, seed, str(weights_dir), str(config.artifacts_dir()))
+    for key in keys or tuple(ROW):
+        ck = (key, profile, str(data_dir), str(weights_dir), str(config.artifacts_dir()), runs.use_shipped())
         # "missing" rows are looked up again (the training notebook may have run since); rows without
         # weights are not: resolving them again can mean a download attempt per call.
-        if not cached or key not in _CACHE or _CACHE[key].status.startswith("missing"):
-            _CACHE[key] = load(name, profile, seed=seed, weights_dir=weights_dir)
-        out[name] = _CACHE[key]
+        if not cached or ck not in _CACHE or _CACHE[ck].status.startswith("missing"):
+            _CACHE[ck] = load(key, profile, data_dir=data_dir, weights_dir=weights_dir)
+        out[key] = _CACHE[ck]
     return out
 
 
-def reference_row(name: str) -> dict | None:
-    """The reference's published row for ``name`` (None for rows the reference did not have)."""
-    return reference.load_reference()["models"].get(name)
+def reference_row(key: str) -> dict | None:
+    """The reference's published row that study row ``key`` is compared with (None: no such row)."""
+    ref = ROW[key].reference_key
+    return reference.load_reference()["models"].get(ref) if ref else None
+
+
+def architecture_counts(key: str) -> dict:
+    """Trainable / total parameters of row ``key``'s architecture (no weights needed)."""
+    row = ROW[key]
+    if row.scratch:
+        return models.count_params(scratch.build(row.model, config.recipe(row.recipe)))
+    return models.count_params(backbones.build_transfer(row.model, init=None))

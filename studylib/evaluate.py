@@ -10,7 +10,6 @@ throughput and size measurements of deployable models. Evaluation never trains.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
@@ -21,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import train
+from . import runtime
 
 # ---------------------------------------------------------------------------------------
 # Accuracy and its uncertainty
@@ -123,19 +122,11 @@ def most_confident_mistakes(logits: torch.Tensor, labels: torch.Tensor, k: int =
 # ---------------------------------------------------------------------------------------
 # Latency, throughput, size
 # ---------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def num_threads(n: int):
-    """Run the block with ``n`` torch intra-op threads, restoring the previous count after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+num_threads = runtime.num_threads
 
 
 def _precision_context(precision: str):
-    return train.autocast(torch.device("cpu"), precision)
+    return runtime.autocast(torch.device("cpu"), precision)
 
 
 @torch.inference_mode()
@@ -184,6 +175,28 @@ def state_dict_bytes(model: nn.Module) -> int:
 
 def cpu_info() -> dict:
     """The CPU facts every timing is reported with."""
-    env = train.environment()
-    return {"cpu": env["cpu"], "torch": env["torch"], "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    env = runtime.environment()
+    return {"cpu": env["cpu"], "torch": env["torch"], "cpu_capability": env["cpu_capability"], "amx": env["amx"],
             "logical_cpus": os.cpu_count()}
+
+
+def timings(model: nn.Module, images: torch.Tensor, ev: dict, *, key, force: bool = False) -> dict:
+    """Batch-1 latency (median, p90) and throughput of a deployable model in fp32 and bf16 autocast,
+    measured once per machine, settings and ``key`` (e.g. the run), then read back."""
+    from . import runs
+
+    env = cpu_info()
+    machine = {"cpu": env["cpu"], "threads": ev["threads"], "torch": env["torch"], "evaluation": ev, "key": key}
+
+    def measure() -> dict:
+        out = {}
+        for prec in ("fp32", "bf16"):
+            lat = measure_latency(model, images[:1], threads=ev["threads"], warmup=ev["latency_warmup"],
+                                  runs=ev["latency_runs"], precision=prec)
+            thr = measure_throughput(model, images[:ev["throughput_batch"]], threads=ev["threads"],
+                                     runs=ev["throughput_runs"], precision=prec)
+            out.update({f"CPU Latency {prec} (ms)": lat["median_ms"], f"Latency p90 {prec} (ms)": lat["p90_ms"],
+                        f"Throughput {prec} (img/s)": thr["images_per_s"]})
+        return out
+
+    return runs.measured(str(key[0]), "timings", str(key[-1]), machine, measure, force=force)

@@ -16,7 +16,6 @@ missing, partial or stale is recomputed, never half-used.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -26,13 +25,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import artifacts, train
+from . import artifacts, config, runs, runtime
 
 FEATURES_VERSION = 1
 SHARD = 5000       # images per shard file: an interruption loses at most one shard of work
-# Images per forward pass. On the 2-core CPU, 64 with channels_last and bf16 autocast was the
-# fastest setting measured (benchmarks/bench_transfer.py); results do not depend on it.
+# Images per forward pass: 64 with channels_last and bf16 autocast extracted MobileNetV2 at 88 images/s on the
+# 2-core AMD CPU, 128 at 68 (same process, 224 px); results do not depend on it.
 BATCH = 64
+FINAL = "features.pt"  # the assembled cache (written last); shards are deleted once it exists
 
 
 @dataclass
@@ -55,38 +55,38 @@ class Cached:
                 "images_per_s": self.images_per_s, "reused": self.reused, "key_hash": self.key_hash}
 
 
+def weights_id(model: nn.Module) -> str:
+    """The backbone weights' identity: the ImageNet file's sha256, or for a random-init backbone a
+    hash of its state (initialisation and any re-estimated BatchNorm statistics)."""
+    if model.provenance is None:
+        raise ValueError(f"{model.name} was built with init=None (tests only); its features are never cached.")
+    if model.provenance.get("sha256"):
+        return model.provenance["sha256"]
+    state = model.backbone.state_dict()
+    return "state:" + artifacts.hash_obj([artifacts.hash_tensor(state[k]) for k in sorted(state)])
+
+
 def feature_key(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, precision: str) -> dict:
     """Everything that determines a backbone's features of ``images`` (the device and batch size do not)."""
-    if model.provenance is None:
-        raise ValueError(f"{model.name} has no pretrained weights (built with weights_spec=None); "
-                         "features of untrained backbones are never cached.")
-    pre = model.preprocess
-    return {"backbone": model.name, "weights_sha256": model.provenance["sha256"], "size": pre.size,
-            "upscale": {"mode": pre.mode, "antialias": pre.antialias},
-            "mean": [round(v, 6) for v in pre.mean.flatten().tolist()],
-            "std": [round(v, 6) for v in pre.std.flatten().tolist()],
+    return {"backbone": model.name, "weights_sha256": weights_id(model), **model.preprocess.describe(),
             "precision": precision, "version": FEATURES_VERSION,
             "images": artifacts.hash_tensor(images), "labels": artifacts.hash_tensor(labels)}
 
 
 @torch.inference_mode()
 def extract(model: nn.Module, images: torch.Tensor, *, precision: str = "bf16", device: str = "auto",
-            batch_size: int = BATCH, channels_last: bool = True, progress: bool | None = None,
-            desc: str = "features") -> torch.Tensor:
-    """Backbone features (N, D) of uint8 ``images``: bf16 under bf16 autocast, else fp32 (on CPU)."""
-    dev = train.resolve_device(device)
-    model.eval().to(dev)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+            batch_size: int = BATCH, progress: bool | None = None, desc: str = "features") -> torch.Tensor:
+    """Backbone features (N, D) of uint8 ``images`` (a TransferNet in channels_last, eval mode): bf16
+    under bf16 autocast, else fp32."""
+    dev = runtime.resolve_device(device)
+    model.eval().to(dev).use_channels_last()
     out_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if progress is None:
         progress = sys.stderr.isatty()
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress):
-        x = model.preprocess(images[start:start + batch_size].to(dev))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with train.autocast(dev, precision):
+        x = model.preprocess(images[start:start + batch_size].to(dev)).contiguous(memory_format=torch.channels_last)
+        with runtime.autocast(dev, precision):  # the normalisation above stays fp32
             out.append(model.backbone(x).to(out_dtype).cpu())
     return torch.cat(out) if out else torch.empty(0)
 
@@ -108,23 +108,33 @@ def _load(path: Path):
         return None  # truncated or foreign file: treated as missing
 
 
+def feature_run(model: nn.Module, split, profile: str, precision: str) -> runs.Run:
+    """The cache of ``model``'s features of ``split`` as a run (never shipped: it is large)."""
+    key = feature_key(model, split.images, split.labels, precision)
+    return runs.Run("features", f"{model.name}-{split.split}", key, profile, marker=FINAL)
+
+
+def is_cached(model: nn.Module, split, profile: str, precision: str) -> bool:
+    return (feature_run(model, split, profile, precision).folder / FINAL).exists()
+
+
 def cached_features(model: nn.Module, split, profile: str, *, precision: str = "bf16", device: str = "auto",
                     force: bool = False, progress: bool | None = None, batch_size: int = BATCH) -> Cached:
     """Features of every image of ``split`` (a data.CifarSplit) through ``model``'s frozen backbone,
     from the cache when it is complete and matches, else computed (resuming finished shards)."""
-    key = feature_key(model, split.images, split.labels, precision)
-    key_hash = artifacts.hash_obj(key)
-    folder = artifacts.artifact_dir(profile, "features", f"{model.name}-{split.split}", key)
-    final = folder / "features.pt"
-    if force and folder.exists():
-        shutil.rmtree(folder)
+    run = feature_run(model, split, profile, precision)
+    key, key_hash, folder = run.key, artifacts.hash_obj(run.key), run.folder
+    final = folder / FINAL
+    if force:
+        run.reset()
     n = len(split)
     if final.exists():
         obj = _load(final)
         if _valid(obj, key_hash, n, split.labels):
             return Cached(obj["features"], split.labels, key, key_hash, folder, obj["seconds"], reused=True)
-        print(f"feature cache {final} is stale or damaged; rebuilding it", flush=True)
-        shutil.rmtree(folder)
+        print(f"feature cache {config.display_path(final)} is stale or damaged; rebuilding it", flush=True)
+        run.reset()
+    runtime.check_machine_load(f"{model.name} {split.split} features")
 
     parts, seconds = [], 0.0
     n_shards = (n + SHARD - 1) // SHARD
@@ -146,8 +156,17 @@ def cached_features(model: nn.Module, split, profile: str, *, precision: str = "
         seconds += obj["seconds"]
     feats = torch.cat(parts) if parts else torch.empty(0, 0)
     artifacts.torch_save(final, {"features": feats, "labels": split.labels.clone(), "key": key, "key_hash": key_hash,
-                                 "seconds": seconds, "environment": train.environment()})
+                                 "seconds": seconds, "environment": runtime.environment()})
     artifacts.write_json(folder / "key.json", key)
     for shard in folder.glob("shard-*.pt"):
         shard.unlink()
     return Cached(feats, split.labels, key, key_hash, folder, seconds, reused=False)
+
+
+def time_extraction(model: nn.Module, images: torch.Tensor, *, precision: str = "bf16", device: str = "auto") -> float:
+    """images/s of ``model``'s frozen backbone on ``images`` (bf16 by default, the cache's batch size),
+    after one untimed warm-up batch."""
+    extract(model, images[:BATCH], precision=precision, device=device, progress=False)
+    t0 = time.perf_counter()
+    extract(model, images, precision=precision, device=device, progress=False)
+    return len(images) / (time.perf_counter() - t0)

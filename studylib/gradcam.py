@@ -76,28 +76,26 @@ def vit_tokens_to_grid(x: torch.Tensor) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
 
 
-def target_layer(name: str, model: nn.Module) -> tuple[nn.Module, Callable | None]:
-    """The layer Grad-CAM looks at for study model ``name`` (a deployed model, studylib.deploy):
-    the last convolutional block, or for the ViT the last encoder's first LayerNorm (its patch
-    tokens still carry gradient: the block's output tokens other than the class token do not)."""
-    if name == "custom_cnn":
-        relus = [m for m in model.net.features if isinstance(m, nn.ReLU)]
-        return relus[-1], None                        # the 512-channel conv-BN-ReLU, 4x4
-    if name == "vit_small":
-        return model.net.blocks[-1].norm1, vit_tokens_to_grid  # 8x8 patch grid
-    backbone = model.backbone
-    if name == "resnet18":
-        return backbone.layer4, None                  # 7x7 at 224 px
-    if name in ("mobilenet_v2", "mobilenet_v2_float", "efficientnet_b0"):
-        return backbone.features[-1], None            # last conv-BN-ReLU6 block, 7x7
-    if name == "efficientnet_lite0":
-        return backbone._bn1, None                    # 1280-channel head conv + BN, 7x7
-    raise KeyError(f"no Grad-CAM layer defined for {name!r}")
+def target_layer(model: nn.Module) -> tuple[nn.Module, Callable | None]:
+    """The layer Grad-CAM looks at in a deployed study model (studylib.deploy): the last
+    convolutional block, or for the ViT the last encoder's first LayerNorm (its patch tokens still
+    carry gradient: the block's output tokens other than the class token do not)."""
+    from .models import backbones, scratch
+
+    net = getattr(model, "net", None)
+    if isinstance(net, scratch.CustomCNN):
+        relus = [m for m in net.features if isinstance(m, nn.ReLU)]
+        return relus[-1], None                         # the 512-channel conv-BN-ReLU, 4x4
+    if isinstance(net, scratch.ViTSmall):
+        return net.blocks[-1].norm1, vit_tokens_to_grid   # 8x8 patch grid
+    if isinstance(model, backbones.TransferNet):
+        return model.backbone.get_submodule(backbones.arch_of(model.name).gradcam_layer), None  # 7x7 at 224 px
+    raise KeyError(f"no Grad-CAM layer defined for {type(model).__name__} ({type(net).__name__})")
 
 
-def for_model(name: str, model: nn.Module, images: torch.Tensor, class_idx=None) -> torch.Tensor:
-    """Grad-CAM maps (N, H, W) in [0, 1] of deployed study model ``name`` on uint8 images,
-    on the input image's own pixel grid (32x32 for CIFAR images)."""
-    layer, reshape = target_layer(name, model)
+def for_model(model: nn.Module, images: torch.Tensor, class_idx=None) -> torch.Tensor:
+    """Grad-CAM maps (N, H, W) in [0, 1] of a deployed study model on uint8 images, on the input
+    image's own pixel grid (32x32 for CIFAR images)."""
+    layer, reshape = target_layer(model)
     maps, _ = GradCAM(model, layer, reshape)(images, class_idx)
     return maps

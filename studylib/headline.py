@@ -29,6 +29,12 @@ def _num(value, fmt: str, unit: str = "") -> str:
     return "–" if _missing(value) else format(value, fmt) + unit
 
 
+def answer(results_dir: Path = DEFAULT_RESULTS) -> str:
+    """The generated bottom line of ``results_dir/bottom_line.json`` (written by notebook 12), or ""."""
+    path = Path(results_dir) / "bottom_line.json"
+    return "\n".join(json.loads(path.read_text())["lines"]) + "\n" if path.exists() else ""
+
+
 def table(results_dir: Path = DEFAULT_RESULTS) -> str:
     """The markdown headline table of ``results_dir/benchmark.json`` (written by notebook 05)."""
     path = Path(results_dir) / "benchmark.json"
@@ -36,27 +42,29 @@ def table(results_dir: Path = DEFAULT_RESULTS) -> str:
         raise FileNotFoundError(f"{path} not found: render the report first (python run_all.py --publish)")
     bench = json.loads(path.read_text())
     env = bench["environment"]
-    lines = ["| Model | Strategy | Test accuracy (95% CI) | Reference | Trainable / total params | "
-             "CPU latency, batch 1, fp32 | Status |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| Model | Strategy | Test accuracy (95% CI) | Reference (published) | Trainable / total params | "
+             "CPU latency, batch 1, fp32 | Trained on | Status |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in bench["rows"]:
         acc = r.get("Accuracy (%)")
         measured = "–" if _missing(acc) else f"**{acc:.2f}%** ({r['CI low (%)']:.2f}–{r['CI high (%)']:.2f})"
+        trained = r.get("Trained on")
         lines.append(f"| {r['Model']} | {r['Strategy']} | {measured} | {_num(r.get('Reference Accuracy (%)'), '.2f', '%')} | "
                      f"{_num(r.get('Trainable Params'), ',.0f')} / {_num(r.get('Total Params'), ',.0f')} | "
-                     f"{_num(r.get('CPU Latency fp32 (ms)'), '.1f', ' ms')} | {r['Status']} |")
+                     f"{_num(r.get('CPU Latency fp32 (ms)'), '.1f', ' ms')} | {'–' if _missing(trained) else trained} | "
+                     f"{r['Status']} |")
     lines.append("")
     timings = Path(results_dir).parent / "timings.json"
     if timings.exists():
         t = json.loads(timings.read_text())
         per_nb = ", ".join(f"{r['notebook']} {r['seconds'] / 60:.1f}" for r in t["notebooks"])
         lines.append(f"Report rendered in **{t['total_seconds'] / 60:.1f} min** wall time (per notebook, min: {per_nb}); "
-                     "training runs reused from the artifact store are not re-timed here (see each row's device "
-                     "and train time in the report).")
+                     "finished training runs are reused, not re-timed (each row's training device is in the table).")
         lines.append("")
-    lines.append(f"Measured by the committed report's run ({env['profile']} profile; timings on {env['cpu']}, "
-                 f"{env['threads']} threads, torch {env['torch']}). Reference = the reference study's published "
-                 "figure. Copied from `reports/published/results/benchmark.json` by `python -m studylib.headline`.")
+    lines.append(f"Measured by the committed report's run ({env['profile']} profile; accuracy re-evaluated and latency "
+                 f"timed on {env['cpu']}, {env['threads']} threads, torch {env['torch']}). Reference = the reference "
+                 "study's published figure (where each comes from: `studylib/reference.json`). Copied from "
+                 "`reports/published/results/benchmark.json` by `python -m studylib.headline`.")
     return "\n".join(lines)
 
 
@@ -75,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="only check that the README is up to date")
     args = ap.parse_args(argv)
     text = args.readme.read_text()
-    new = updated_readme(text, table(args.results))
+    new = updated_readme(text, answer(args.results) + "\n" + table(args.results))
     if args.check:
         if new != text:
             print(f"{args.readme} is out of date with {args.results}; run python -m studylib.headline", file=sys.stderr)

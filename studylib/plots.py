@@ -62,11 +62,14 @@ def history_curves(history: pd.DataFrame, title: str):
 
 
 def per_class_bars(per_class: pd.DataFrame, title: str):
-    """Horizontal bars of accuracy per class; ``per_class`` has columns class, accuracy."""
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    sns.barplot(data=per_class, y="class", x="accuracy", ax=ax, color="C0")
+    """Horizontal bars of accuracy per class; ``per_class``: classes x runs (one bar colour per run),
+    legend outside the axes."""
+    long = per_class.reset_index().melt(id_vars="class", var_name="run", value_name="accuracy")
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    sns.barplot(data=long, y="class", x="accuracy", hue="run", ax=ax)
     ax.set_xlim(0, 1)
     ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 

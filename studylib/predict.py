@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import config, data, deploy
+from . import config, data, deploy, runs
 
 # Formats the demo accepts (Pillow format names). Others are refused by name rather than
 # handed to one of Pillow's many rarer parsers.
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Predict CIFAR-10 classes for images with the study's deployed models (one table per image). "
                     "Images are centre-cropped and downsampled to 32x32 (the models' training resolution).")
     ap.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders of images")
-    ap.add_argument("--model", default="all", help=f"all, or one of: {', '.join(deploy.STUDY_MODELS)}")
+    ap.add_argument("--model", default="all", help=f"all, or one of: {', '.join(tuple(deploy.ROW))}")
     ap.add_argument("--top", type=int, default=5, help="classes listed per model (default 5)")
     ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full",
                     help="which trained runs to load (default full)")
@@ -299,21 +299,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights-dir", default=None, help="folder with local backbone weight files")
     args = ap.parse_args(argv)
 
-    if args.model != "all" and args.model not in deploy.STUDY_MODELS:
-        ap.error(f"--model {args.model!r}: choose all or one of {', '.join(deploy.STUDY_MODELS)}")
+    if args.model != "all" and args.model not in tuple(deploy.ROW):
+        ap.error(f"--model {args.model!r}: choose all or one of {', '.join(tuple(deploy.ROW))}")
     if not 1 <= args.top <= data.NUM_CLASSES:
         ap.error(f"--top {args.top}: must be between 1 and {data.NUM_CLASSES}")
     if not args.images and args.examples <= 0:
         ap.error("give at least one IMAGE (file or folder), or --examples K")
 
-    names = deploy.STUDY_MODELS if args.model == "all" else (args.model,)
-    deployed = deploy.load_all(args.profile, weights_dir=args.weights_dir, names=names)
+    names = tuple(deploy.ROW) if args.model == "all" else (args.model,)
+    deployed = deploy.load_all(args.profile, data_dir=args.data_dir, weights_dir=args.weights_dir, keys=names)
     for d in deployed.values():
         if not d.ok:
             print(f"note: {d.label}: {d.status}", file=sys.stderr)
     if not any(d.ok for d in deployed.values()):
-        print(f"error: no deployed model for profile {args.profile!r}; run the training notebooks "
-              f"(python run_all.py --profile {args.profile} --only 02 03 04).", file=sys.stderr)
+        print(f"error: no deployed model for profile {args.profile!r}: no finished run in the artifact store"
+              + (" or the shipped runs (runs/)" if runs.use_shipped() else "") + "; train them with "
+              f"python run_all.py --retrain 02 03 04 (--profile {args.profile}).", file=sys.stderr)
         return 3
 
     try:

@@ -25,9 +25,9 @@ def _raw() -> dict:
 def load_reference() -> dict:
     """``{"models": {key: row}, "confusion_pairs": [rows], "source": ...}`` (a fresh copy each call)."""
     raw = json.loads(json.dumps(_raw()))
-    return {"source": raw["source"], "test_set": raw["test_set"],
-            "models": {row["key"]: row for row in raw["models"]},
-            "confusion_pairs": raw["confusion_pairs"]["rows"]}
+    return {"source": raw["source"], "test_set": raw["test_set"], "repository": raw["repository"],
+            "commit": raw["commit"], "models": {row["key"]: row for row in raw["models"]},
+            "confusion_pairs": raw["confusion_pairs"]["rows"], "confusion_pairs_about": raw["confusion_pairs"]["_about"]}
 
 
 def reference_table():
@@ -36,5 +36,6 @@ def reference_table():
 
     rows = [{"model": r["key"], "reference model": r["label"], "reference strategy": r["strategy"],
              "reference test acc (%)": r["test_acc_pct"], "reference trainable params": r["params_trainable"],
-             "reference total params": r["params_total"]} for r in _raw()["models"]]
+             "reference total params": r["params_total"], "where the figure comes from": r["provenance"]}
+            for r in _raw()["models"]]
     return pd.DataFrame(rows).set_index("model")

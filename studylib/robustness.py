@@ -17,59 +17,46 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import artifacts, config, corruptions, data, experiments, train
+from . import artifacts, config, corruptions, data, engine, runs, runtime
 
 ROBUSTNESS_VERSION = 1
 BATCH = 64           # images per forward pass (the feature cache's fastest CPU setting; results do not depend on it)
 PRECISION = "bf16"   # autocast, as the study's feature extraction and training evaluation
 
 
-@torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = BATCH, precision: str = PRECISION,
-            device: str = "cpu") -> torch.Tensor:
-    """float32 logits of a deployed model (uint8 32x32 images in) in batches under autocast."""
-    dev = train.resolve_device(device)
-    model.eval().to(dev)
-    out = []
-    for start in range(0, len(images), batch_size):
-        with train.autocast(dev, precision):
-            out.append(model(images[start:start + batch_size].to(dev)).float().cpu())
-    return torch.cat(out)
-
-
 def test_subset(profile: str, data_dir=None) -> data.CifarSplit:
     """The stratified test subset of the robustness grid (drawn from the profile's test split)."""
-    g = experiments.grid("robustness", profile)
+    g = config.grid("robustness", profile)
     _, test = data.load_profile_data(config.get_profile(profile), data_dir or None)
     per_class = min(g["test_per_class"], int(torch.bincount(test.labels).min()))
     return test.subset(data.stratified_subset(test.labels, per_class, g["seed"]))
 
 
-def evaluate_model(name: str, model: nn.Module, run_dir, subset: data.CifarSplit, profile: str, *,
+def evaluate_model(name: str, model: nn.Module, run_id: str, subset: data.CifarSplit, profile: str, *,
                    device: str = "cpu", progress: bool | None = None) -> pd.DataFrame:
     """Accuracy of ``model`` on the clean subset and every (corruption, severity) of the grid."""
-    g = experiments.grid("robustness", profile)
-    key = {"model": name, "run": str(run_dir.name), "version": ROBUSTNESS_VERSION, "precision": PRECISION,
+    g = config.grid("robustness", profile)
+    key = {"model": name, "run": run_id, "version": ROBUSTNESS_VERSION, "precision": PRECISION,
            "images": artifacts.hash_tensor(subset.images), "labels": artifacts.hash_tensor(subset.labels),
            "corruptions": list(g["corruptions"]), "severities": list(g["severities"]), "seed": g["seed"],
            "params": {c: corruptions.PARAMS[c] for c in g["corruptions"]}}
-    out_dir = artifacts.artifact_dir(profile, "robustness", name, key)
-    if (out_dir / "results.csv").exists():
-        return pd.read_csv(out_dir / "results.csv")
+    run = runs.Run("robustness", name, key, profile, marker="results.csv")
+    if run.done:
+        return pd.read_csv(run.path("results.csv"))
     conditions = [("clean", 0)] + [(c, s) for c in g["corruptions"] for s in g["severities"]]
     rows = []
     bar = progress if progress is not None else sys.stderr.isatty()
     for corruption, severity in tqdm(conditions, desc=f"{name} corruptions", leave=False, disable=not bar):
         x = subset.images if corruption == "clean" else corruptions.corrupt(subset.images, corruption, severity, g["seed"])
         t0 = time.perf_counter()
-        logits = predict(model, x, device=device)
+        logits = engine.batched_logits(model, x, device=device, precision=PRECISION, batch_size=BATCH)
         rows.append({"model": name, "corruption": corruption, "severity": severity,
                      "acc": (logits.argmax(1) == subset.labels).float().mean().item(), "images": len(x),
                      "seconds": time.perf_counter() - t0})
     table = pd.DataFrame(rows)
-    artifacts.write_json(out_dir / "meta.json", {"key": key, "device": str(train.resolve_device(device)),
-                                                 "environment": train.environment()})
-    artifacts.write_bytes(out_dir / "results.csv", table.to_csv(index=False).encode())
+    artifacts.write_json(run.folder / "meta.json", {"key": key, "device": str(runtime.resolve_device(device)),
+                                                    "environment": runtime.environment()})
+    artifacts.write_bytes(run.folder / "results.csv", table.to_csv(index=False).encode())
     return table
 
 
@@ -82,7 +69,7 @@ def evaluate_all(deployed: dict, profile: str, *, data_dir=None, device: str = "
         if not row.ok:
             skipped[name] = row.status
             continue
-        tables.append(evaluate_model(name, row.model, row.run_dir, subset, profile, device=device, progress=progress))
+        tables.append(evaluate_model(name, row.model, row.run.id, subset, profile, device=device, progress=progress))
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), skipped
 
 

@@ -59,43 +59,51 @@ def artifact_root(tmp_path, monkeypatch) -> Path:
 
 
 # ---------------------------------------------------------------------------------------
-# Every study model trained under the quick profile, once per test session
+# Finished quick-profile runs of every deployable row, written WITHOUT training
 # ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def quick_store(real_data_dir, tmp_path_factory) -> Path:
-    """An artifact store in which every study model that can run has a finished quick-profile
-    run (scratch models trained, transfer heads on cached features; backbones without genuine
-    weights are left out, as notebook 03 leaves them out). Built once per session (2-5 min on
-    2 shared CPU cores); use it through the ``quick_models`` fixture.
+    """An artifact store holding a finished quick-profile run for every study row that can run: the
+    runs' keys are the real ones, their weights are seeded random initialisations (nothing is trained:
+    the demo, the CLI and deploy only need models that load and predict). Backbones without genuine
+    weights are left out, as notebook 03 leaves them out."""
+    import torch
 
-    ``$STUDY_TEST_QUICK_STORE`` names a folder to build it in instead of a fresh temporary one:
-    the training calls below still run and reuse only finished runs whose key (config, data,
-    code version) matches, so a store kept between local runs saves the minutes without
-    trusting stale artifacts."""
-    from studylib import deploy, train, transfer, weights
+    from studylib import deploy, models, runs, weights
 
-    kept = os.environ.get("STUDY_TEST_QUICK_STORE")
-    root = Path(kept) if kept else tmp_path_factory.mktemp("quick-artifacts")
+    root = tmp_path_factory.mktemp("quick-artifacts")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(config.ARTIFACTS_DIR_ENV, str(root))
-        mp.setenv(weights.OFFLINE_ENV, "1")  # tests never download
-        for name in deploy.SCRATCH:
-            train.train_from_scratch(name, "quick", data_dir=real_data_dir, progress=False)
-        for name in transfer.TRANSFER_MODELS:
+        mp.setenv(weights.OFFLINE_ENV, "1")
+        mp.setenv(runs.USE_SHIPPED_ENV, "0")
+        for row in deploy.ROWS:
             try:
-                transfer.train_transfer(name, "quick", data_dir=real_data_dir, progress=False)
+                job = deploy.job(row, "quick", data_dir=real_data_dir)
             except weights.WeightsUnavailable:
                 continue
+            torch.manual_seed(0)
+            metrics = {"model": row.model, "recipe": row.recipe, "seed": 42, "test_acc": 0.1, "test_n": 500,
+                       "epochs": 0, "steps": 0, "train_seconds": 0.0, "device": "cpu", "precision": "fp32"}
+            if row.scratch:
+                net = models.build_model(row.model, **config.recipe(row.recipe)[row.model])
+                state = net.state_dict()
+            else:
+                model = models.build_model(row.model)
+                state = model.head.state_dict()
+                metrics.update(size=model.preprocess.size, weights=model.provenance)
+            job.run.finish(metrics, files={runs.WEIGHTS_FILE: state},
+                           predictions={"pred": np.zeros(500, np.uint8), "y": np.zeros(500, np.uint8)})
     return root
 
 
 @pytest.fixture
 def quick_models(quick_store, real_data_dir, monkeypatch) -> Path:
     """The session's quick-profile store as this test's $STUDY_ARTIFACTS (CIFAR-10 and downloads
-    set up as for the notebooks: $CIFAR10_DIR, no weight downloads)."""
-    from studylib import weights
+    set up as for the notebooks: $CIFAR10_DIR, no weight downloads, shipped runs ignored)."""
+    from studylib import runs, weights
 
     monkeypatch.setenv(config.ARTIFACTS_DIR_ENV, str(quick_store))
     monkeypatch.setenv(config.DATA_DIR_ENV, str(real_data_dir))
     monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    monkeypatch.setenv(runs.USE_SHIPPED_ENV, "0")
     return quick_store

@@ -140,17 +140,26 @@ class MeanBrightness(nn.Module):
         return nn.functional.one_hot(m.long().clamp(0, 9), 10).float()
 
 
-def test_evaluate_model_writes_and_reuses(artifact_root, tmp_path):
+def test_evaluate_model_writes_and_reuses(artifact_root):
     images = toy_images(20)
     labels = MeanBrightness()(images).argmax(1)
     subset = data.CifarSplit(images, labels, tuple(str(i) for i in range(10)), "test")
-    run_dir = tmp_path / "toy-run"
-    t = robustness.evaluate_model("toy", MeanBrightness(), run_dir, subset, "quick")
+    t = robustness.evaluate_model("toy", MeanBrightness(), "toy-run", subset, "quick")
     assert set(t.corruption) == {"clean", *corruptions.CORRUPTIONS}
     assert t[t.corruption == "clean"].acc.item() == 1.0
     assert t[(t.corruption == "brightness") & (t.severity == 5)].acc.item() < 1.0
-    again = robustness.evaluate_model("toy", MeanBrightness(), run_dir, subset, "quick")
+    again = robustness.evaluate_model("toy", MeanBrightness(), "toy-run", subset, "quick")
     pd.testing.assert_frame_equal(t, again)
     assert len(list((artifact_root / "quick" / "robustness").glob("toy-*/results.csv"))) == 1
     s = robustness.summarize(t)
     assert s.loc["toy", "clean_acc"] == 1.0 and 0 <= s.loc["toy", "relative"] <= 1
+
+
+def test_ece_from_predictions_equals_ece_from_logits():
+    gen = torch.Generator().manual_seed(0)
+    logits, labels = 3 * torch.randn(400, 10, generator=gen), torch.randint(0, 10, (400,), generator=gen)
+    conf, pred = logits.softmax(1).max(1)
+    assert calibration.ece_from_confidence(conf.numpy(), (pred == labels).numpy()) == pytest.approx(
+        calibration.ece(logits, labels), abs=1e-6)
+    with pytest.raises(ValueError, match="equal, non-zero"):
+        calibration.ece_from_confidence([], [])

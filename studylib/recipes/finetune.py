@@ -1,0 +1,278 @@
+"""The controlled answer: one network at one input size, ImageNet initialisation vs random
+initialisation, frozen (linear probe) vs trained end to end — the design of Kornblith, Shlens & Le,
+"Do Better ImageNet Models Transfer Better?" (CVPR 2019).
+
+    | init \\ training | frozen backbone + linear head | trained end to end        |
+    | ImageNet         | probe  (recipe "head")        | fine-tune ("finetune")    |
+    | random           | random-features probe         | trained from scratch      |
+
+Within a column both rows share the recipe (optimiser, schedule, 15 epochs, batch, augmentation,
+precision); only the initialisation differs (``cell_config``; tests/test_controlled.py). The
+end-to-end column's learning rate is chosen per row by the same procedure: short runs on a
+stratified subset, scored on a validation split held out of the training images — never the test
+set (``choose_lr``). BatchNorm: probe cells keep it in eval mode (ImageNet statistics; the random
+backbone's statistics re-estimated on training images, ``heads.random_init_backbone``); end-to-end
+cells train it. Grid values: ``config.EXPERIMENTS["controlled"]``.
+
+    python -m studylib.recipes.finetune --profile full            # the whole grid, in order
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import augment, config, data, engine, runs, runtime
+from ..models import backbones
+from . import heads
+
+INITS = ("imagenet", "random")
+CELLS = (("probe", "imagenet"), ("probe", "random"), ("finetune", "imagenet"), ("finetune", "random"))
+CELL_LABELS = {("probe", "imagenet"): "ImageNet init, frozen + linear head",
+               ("probe", "random"): "random init, frozen + linear head",
+               ("finetune", "imagenet"): "ImageNet init, fine-tuned end to end",
+               ("finetune", "random"): "random init, trained end to end (from scratch)"}
+
+
+def cell_config(training: str, init: str, profile: str = "full") -> dict:
+    """Everything that defines a grid cell: the column's recipe, the network, size and the procedure
+    that picks its learning rate. Two cells of a column differ in ``init`` alone."""
+    if (training, init) not in CELLS:
+        raise KeyError(f"unknown cell {(training, init)}; cells: {CELLS}")
+    g = config.grid("controlled", profile)
+    out = {"training": training, "init": init, "backbone": g["backbone"], "size": g["size"]}
+    if training == "probe":
+        out["recipe"] = config.recipe("head", profile)
+        out["batchnorm"] = "eval (statistics of the initialisation: ImageNet's, or re-estimated on training images)"
+        out["bn_recalibration_images"] = g["bn_recalibration_images"]
+    else:
+        out["recipe"] = config.recipe("finetune", profile)
+        out["lr_selection"] = {"candidates": g["lr_candidates"], **g["lr_search"]}
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# End-to-end training (the fine-tuning column)
+# ---------------------------------------------------------------------------------------
+def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float | None = None,
+        per_class: int | None = None, val_fraction: float | None = None, epochs: int | None = None,
+        size: int | None = None, backbone: str | None = None, data_dir=None, device: str = "auto",
+        progress: bool | None = None) -> runs.Job:
+    """``backbone`` (default: the grid's) at ``size`` px, initialised from ImageNet or at random, trained end
+    to end with the "finetune" recipe at learning rate ``lr``.
+
+    ``per_class``: a stratified training subset (drawn by subset_seed); ``val_fraction``: evaluate on a
+    validation split held out of it instead of the test set (learning-rate search)."""
+    if init not in INITS:
+        raise KeyError(f"init must be one of {INITS}, got {init!r}")
+    g = config.grid("controlled", profile)
+    backbone, size = backbone or g["backbone"], size or g["size"]
+    overrides = {k: v for k, v in {"seed": seed, "epochs": epochs}.items() if v is not None}
+    if lr is not None:
+        overrides["optimizer"] = {"lr": float(lr)}
+    r = config.recipe("finetune", profile, **overrides)
+    cfg = config.get_profile(profile)
+    train, test = data.load_profile_data(cfg, data_dir)
+    idx, val_idx = heads.subset_indices(train.labels, per_class=per_class, val_fraction=val_fraction,
+                                        subset_seed=cfg["subset_seed"])
+    if per_class is not None and len(idx) == len(train):
+        per_class = None
+    fit_split = train.subset(idx)
+    eval_split = train.subset(val_idx) if val_idx is not None else test
+    weights_key = None
+    if init == "imagenet":
+        weights_key = backbones.build_transfer(backbone, size=size).provenance["sha256"]
+    key = {"model": backbone, "engine": engine.ENGINE_VERSION, "init": init, "size": size, "weights_sha256": weights_key,
+           "recipe": {k: v for k, v in r.items() if k != "label"},
+           "subset": {"per_class": per_class, "val_fraction": val_fraction, "subset_seed": cfg["subset_seed"]},
+           "data": {"train": data.split_key(fit_split), "eval": data.split_key(eval_split)}}
+    run = runs.Run("finetune", backbone, key, profile)
+    eval_name = "val" if val_idx is not None else "test"
+
+    def fit(run: runs.Run) -> None:
+        dev = runtime.resolve_device(device)
+        torch.manual_seed(r["seed"])  # random backbone (random init) and head initialisation
+        model = backbones.build_transfer(backbone, init=init, size=size, frozen=False).to(dev)
+        model.to(memory_format=torch.channels_last)
+        crop_flip = augment.CropFlip(r["augment"]["crop_padding"], r["augment"]["hflip_p"])
+        opt = torch.optim.Adam(model.parameters(), lr=r["optimizer"]["lr"], weight_decay=r["optimizer"]["weight_decay"])
+        plan = engine.Plan(
+            epochs=r["epochs"], optimizer=opt,
+            scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=r["epochs"]),
+            batches=lambda epoch: engine.shuffled_batches(fit_split.images, fit_split.labels, seed=r["seed"],
+                                                          epoch=epoch, batch_size=r["batch_size"], augment=crop_flip,
+                                                          drop_last=r["drop_last"]),
+            steps_per_epoch=engine.steps_per_epoch(len(fit_split), r["batch_size"], r["drop_last"]),
+            evaluate=lambda: engine.batched_logits(model, eval_split.images, device=dev, precision=r["precision"],
+                                                   channels_last=True),
+            final_evaluate=lambda: engine.batched_logits(model, eval_split.images, device=dev, precision="fp32",
+                                                         channels_last=True),
+            # per-epoch test accuracy only where evaluating costs less than the epoch's training
+            eval_every_epoch=len(fit_split) >= len(eval_split),
+            meta={"model": backbone, "recipe": "finetune", "init": init, "seed": r["seed"], "size": size,
+                  "lr": r["optimizer"]["lr"], "train_images": len(fit_split), "weights": model.provenance,
+                  "strategy": CELL_LABELS[("finetune", init)]})
+        engine.fit(run, model, plan, test_labels=eval_split.labels, train_n=len(fit_split), device=device,
+                   precision=r["precision"], channels_last=True, progress=progress, eval_name=eval_name)
+
+    command = (f"python -m studylib.recipes.finetune --profile {profile} --only finetune --inits {init} "
+               f"--seeds {r['seed']}")
+    return runs.Job(run, fit, command)
+
+
+def load(run: runs.Run) -> backbones.TransferNet:
+    """The deployable network of a finished end-to-end run (ImageNet- or random-initialised)."""
+    m = run.metrics
+    model = backbones.build_transfer(m["model"], init=None, size=m["size"], frozen=False)
+    model.load_state_dict(run.load())
+    model.provenance = m["weights"]
+    return model.eval().use_channels_last()  # as its recorded test pass ran
+
+
+def lr_search(init: str, profile: str = "full", *, data_dir=None, device: str = "auto", train: bool = True) -> pd.DataFrame:
+    """Validation accuracy of each candidate learning rate for the end-to-end row ``init`` (short runs on
+    a stratified subset; the validation split is held out of the training images)."""
+    g = config.grid("controlled", profile)
+    s = g["lr_search"]
+    rows = []
+    for lr in g["lr_candidates"]:
+        j = job(init, profile, seed=s["seed"], lr=lr, per_class=s["train_per_class"], val_fraction=s["val_fraction"],
+                epochs=s["epochs"], data_dir=data_dir, device=device, progress=False)
+        run = j.ensure() if train else j.run
+        if run.done:
+            m = run.metrics
+            rows.append({"init": init, "lr": lr, "val_acc": m["val_acc"], "val_n": m["val_n"], "train_n": m["train_n"],
+                         "epochs": m["epochs"], "train_seconds": m["train_seconds"], "device": m["device"]})
+    return pd.DataFrame(rows)
+
+
+def choose_lr(search: pd.DataFrame) -> float | None:
+    """The candidate with the best validation accuracy (the smaller rate on a tie); None when not searched."""
+    if search.empty:
+        return None
+    best = search.sort_values(["val_acc", "lr"], ascending=[False, True]).iloc[0]
+    return float(best.lr)
+
+
+# ---------------------------------------------------------------------------------------
+# The grid
+# ---------------------------------------------------------------------------------------
+def probe_features(init: str, profile: str, seed: int, *, data_dir=None, device: str = "auto") -> heads.Features:
+    g = config.grid("controlled", profile)
+    model = None
+    if init == "random":
+        cfg = config.get_profile(profile)
+        train, _ = data.load_profile_data(cfg, data_dir)
+        n = min(g["bn_recalibration_images"], len(train))
+        bn_idx = torch.as_tensor(np.sort(np.random.default_rng(cfg["subset_seed"]).permutation(len(train))[:n]))
+        model = heads.random_init_backbone(g["backbone"], size=g["size"], seed=seed, bn_images=train.images[bn_idx])
+    return heads.features_of(g["backbone"], profile, size=g["size"], model=model, data_dir=data_dir, device=device,
+                             progress=False)
+
+
+def probe_job(init: str, profile: str, seed: int, *, per_class: int | None = None, data_dir=None,
+              device: str = "auto") -> runs.Job:
+    """A probe cell: the "head" recipe on frozen features (random init: a fresh random backbone per seed);
+    ``per_class``: on a stratified training subset (the data-efficiency pair)."""
+    feats = probe_features(init, profile, seed, data_dir=data_dir, device=device)
+    j = heads.head_job(feats, "head", profile, seed=seed, per_class=per_class, device=device, progress=False,
+                       kind="controlled_probe")
+    j.command = f"python -m studylib.recipes.finetune --profile {profile} --only probe --inits {init} --seeds {seed}"
+    return j
+
+
+def cell_jobs(profile: str = "full", *, data_dir=None, device: str = "auto", train: bool = True) -> dict:
+    """Every run of the grid, by cell: {(training, init): [Job per seed]}; the end-to-end cells' learning
+    rates come from ``lr_search`` (searched now when ``train``; cells without a chosen rate are absent)."""
+    g = config.grid("controlled", profile)
+    out = {}
+    for init in INITS:
+        out[("probe", init)] = [probe_job(init, profile, s, data_dir=data_dir, device=device) for s in g["probe_seeds"]]
+    for init in INITS:
+        lr = choose_lr(lr_search(init, profile, data_dir=data_dir, device=device, train=train))
+        out[("finetune", init)] = [] if lr is None else [
+            job(init, profile, seed=s, lr=lr, data_dir=data_dir, device=device) for s in g["seeds"]]
+    return out
+
+
+def efficiency_jobs(profile: str = "full", *, data_dir=None, device: str = "auto", train: bool = True) -> dict:
+    """Both columns' pairs (ImageNet vs random init) on stratified subsets (notebook 09), by cell:
+    {(training, init, images per class): [Job per seed]}. Every point trains its recipe's 15 epochs over
+    its subset (the end-to-end cells at their row's chosen learning rate); step counts are recorded."""
+    g = config.grid("controlled", profile)
+    out = {}
+    for init in INITS:
+        for pc in g["efficiency_per_class"]:
+            out[("probe", init, pc)] = [probe_job(init, profile, s, per_class=pc, data_dir=data_dir, device=device)
+                                        for s in g["efficiency_seeds"]]
+        lr = choose_lr(lr_search(init, profile, data_dir=data_dir, device=device, train=train))
+        for pc in g["efficiency_per_class"] if lr is not None else ():
+            out[("finetune", init, pc)] = [job(init, profile, seed=s, lr=lr, per_class=pc, data_dir=data_dir,
+                                               device=device) for s in g["efficiency_seeds"]]
+    return out
+
+
+def table(jobs: dict) -> pd.DataFrame:
+    """One row per finished cell x seed: accuracy, compute seconds, device, learning rate, steps."""
+    rows = []
+    for cell_key, cell in jobs.items():
+        training, init = cell_key[:2]
+        for j in cell:
+            if not j.run.done:
+                continue
+            m = j.run.metrics
+            rows.append({"training": training, "init": init, "cell": CELL_LABELS[(training, init)], "model": m["model"],
+                         "seed": m["seed"],
+                         "test_acc": m["test_acc"], "test_n": m["test_n"], "train_images": m.get("train_images"),
+                         "size": m["size"], "lr": m.get("lr", m["key"]["recipe"]["optimizer"]["lr"]),
+                         "epochs": m["epochs"], "steps": m["steps"], "train_seconds": m["train_seconds"],
+                         # compute of the cell: training, plus extracting the features a probe trains on
+                         "compute_seconds": m["train_seconds"] + sum(f.get("seconds", 0)
+                                                                     for f in m.get("features", {}).values()),
+                         "device": runtime.device_label(m), "run": j.run.id, "source": "shipped" if j.run.shipped else "store"})
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> None:
+    """Train (or reuse) the controlled grid: probes, learning-rate search, end-to-end cells, data efficiency."""
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--only", nargs="*", choices=("probe", "lr", "finetune", "efficiency"),
+                    default=("probe", "lr", "finetune", "efficiency"))
+    ap.add_argument("--inits", nargs="*", choices=INITS, default=list(INITS))
+    ap.add_argument("--seeds", type=int, nargs="*", default=None, help="default: the grid's")
+    args = ap.parse_args(argv)
+    g = config.grid("controlled", args.profile)
+    kw = dict(device=args.device)
+    if "probe" in args.only:
+        for init in args.inits:
+            for seed in args.seeds if args.seeds is not None else g["probe_seeds"]:
+                run = probe_job(init, args.profile, seed, **kw).train()
+                print(f"probe {init} seed {seed}: {100 * run.metrics['test_acc']:.2f}%", flush=True)
+    lrs = {}
+    if {"lr", "finetune", "efficiency"} & set(args.only):
+        for init in args.inits:
+            search = lr_search(init, args.profile, **kw)
+            lrs[init] = choose_lr(search)
+            print(search.to_string(index=False), f"\nchosen lr for {init}: {lrs[init]}", flush=True)
+    if "finetune" in args.only:
+        for seed in args.seeds if args.seeds is not None else g["seeds"]:
+            for init in args.inits:
+                run = job(init, args.profile, seed=seed, lr=lrs[init], **kw).train()
+                print(f"end to end {init} seed {seed}: {100 * run.metrics['test_acc']:.2f}% "
+                      f"({run.metrics['train_seconds'] / 60:.1f} min)", flush=True)
+    if "efficiency" in args.only:
+        for (training, init, pc), cell in efficiency_jobs(args.profile, **kw).items():
+            for j in cell:
+                if init in args.inits and (args.seeds is None or j.run.key.get("recipe", {}).get("seed") in args.seeds):
+                    m = j.train().metrics
+                    print(f"{training} {init} seed {m['seed']}, {pc * 10:,} images: {100 * m['test_acc']:.2f}%",
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,396 @@
+"""Runs: the one lifecycle of everything expensive the study computes.
+
+    run = Run("scratch", "custom_cnn", key, profile="full")   # key -> <store>/full/scratch/custom_cnn-<hash>/
+    run.reuse_or(lambda r: train(r))                          # finished: reused; unfinished: resumed; force: redone
+    run.metrics["test_acc"], run.history(), run.predictions()
+    table("full", "scratch", recipe="reference_code")         # every finished run matching, as a DataFrame
+    ensure(run, fit, command)                                 # train when this mode trains, else say how
+
+A run is a folder named by a hash of everything that produced it (its ``key``). While it works it
+may hold a checkpoint; it is finished when its marker file (``metrics.json``) exists, which is
+written last, atomically. Finished runs are found in two places, in order:
+
+1. the artifact store (``$STUDY_ARTIFACTS``, default ``<project>/artifacts``): what this machine ran;
+2. the shipped runs (``<project>/runs``, committed): the small outputs of the study's full-profile
+   runs (metrics, history, per-example predictions; weights of the deployed models), each file's
+   sha256 in ``runs/MANIFEST.json``. ``$STUDY_USE_SHIPPED=0`` (``run_all.py --retrain``) ignores them.
+
+New runs are always written to the store; shipped runs are written only by ``ship()``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import artifacts, config, runtime
+
+MARKER = "metrics.json"
+USE_SHIPPED_ENV = "STUDY_USE_SHIPPED"   # "0": ignore runs/ (retraining into the store)
+TRAIN_ENV = "STUDY_TRAIN"               # "0": never train; a missing run says which command computes it
+MANIFEST = "MANIFEST.json"
+WEIGHTS_FILE = "model.pt"
+# Never shipped: resumable state and large caches (weights only for the runs whose models are deployed).
+NOT_SHIPPED = ("checkpoint.pt", "features.pt")
+MAX_SHIPPED_FILE = 1_000_000  # bytes: a small output (metrics, history, predictions, measurement tables)
+
+
+def use_shipped() -> bool:
+    return os.environ.get(USE_SHIPPED_ENV, "1") != "0"
+
+
+def training_allowed() -> bool:
+    return os.environ.get(TRAIN_ENV, "1") != "0"
+
+
+def shipped_root() -> Path:
+    return config.SHIPPED_RUNS_DIR
+
+
+class Run:
+    """One expensive computation: ``kind`` (scratch, head, features, ...), ``name`` (usually the model)
+    and ``key`` (everything that determines its result; the device does not)."""
+
+    def __init__(self, kind: str, name: str, key: Any, profile: str, marker: str = MARKER):
+        self.kind, self.name, self.key, self.profile, self.marker = kind, name, key, profile, marker
+        self.id = f"{name}-{artifacts.hash_obj(key)}"
+        self.folder = config.artifacts_dir() / profile / kind / self.id
+        self._metrics: dict | None = None
+
+    def __repr__(self) -> str:
+        return f"Run({self.kind}/{self.id}, {'done' if self.done else 'not done'})"
+
+    # --- where it is ------------------------------------------------------------------
+    @property
+    def shipped_folder(self) -> Path:
+        return shipped_root() / self.profile / self.kind / self.id
+
+    @property
+    def source(self) -> Path | None:
+        """The folder holding the finished run (store first, then shipped), or None."""
+        if (self.folder / self.marker).exists():
+            return self.folder
+        if use_shipped() and (self.shipped_folder / self.marker).exists():
+            return self.shipped_folder
+        return None
+
+    @property
+    def done(self) -> bool:
+        return self.source is not None
+
+    @property
+    def shipped(self) -> bool:
+        return self.source == self.shipped_folder
+
+    def path(self, name: str) -> Path:
+        """A file of the finished run (or of the folder being written, while unfinished)."""
+        return (self.source or self.folder) / name
+
+    # --- lifecycle --------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget this run in the store (checkpoint included): the next ``reuse_or`` computes it
+        afresh. Shipped runs are never touched."""
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        self._metrics = None
+
+    def reuse_or(self, fit: Callable[["Run"], Any], force: bool = False) -> "Run":
+        """The finished run, or ``fit(self)`` to compute it (``force``: recompute in the store)."""
+        if force:
+            self.reset()
+            if not (self.folder / self.marker).exists() and self.shipped:
+                raise RuntimeError(f"{self.id}: force=True cannot recompute a shipped run in place; "
+                                   f"set ${USE_SHIPPED_ENV}=0 (run_all.py --retrain) to train into the store.")
+        if not self.done:
+            fit(self)
+            if not self.done:
+                raise RuntimeError(f"{self.kind}/{self.id}: fit returned without writing {self.marker}")
+        return self
+
+    def finish(self, metrics: dict, *, history: pd.DataFrame | None = None, predictions: dict | None = None,
+               files: dict[str, Any] | None = None) -> dict:
+        """Write the run's outputs, ``metrics.json`` last (the marker): ``files`` are torch-saved
+        objects by file name (e.g. ``model.pt``), ``predictions`` per-example arrays."""
+        for name, obj in (files or {}).items():
+            artifacts.torch_save(self.folder / name, obj)
+        if history is not None:
+            artifacts.write_bytes(self.folder / "history.csv", history.to_csv(index=False).encode())
+        if predictions is not None:
+            save_predictions(self.folder / "predictions.npz", **predictions)
+        record = {"kind": self.kind, "name": self.name, "profile": self.profile, "id": self.id, "key": self.key,
+                  "environment": runtime.environment(), **metrics}
+        artifacts.write_json(self.folder / self.marker, record)
+        (self.folder / "checkpoint.pt").unlink(missing_ok=True)
+        self._metrics = None
+        return self.metrics
+
+    # --- what it holds ----------------------------------------------------------------
+    @property
+    def metrics(self) -> dict:
+        if self._metrics is None:
+            if not self.done:
+                raise FileNotFoundError(f"{self.kind}/{self.id} has not finished (no {self.marker} in "
+                                        f"{config.display_path(self.folder)} or the shipped runs)")
+            self._metrics = artifacts.read_json(self.path(self.marker))
+        return self._metrics
+
+    def history(self) -> pd.DataFrame:
+        return pd.read_csv(self.path("history.csv"))
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        return load_predictions(self.path("predictions.npz"))
+
+    def load(self, name: str = WEIGHTS_FILE) -> Any:
+        """A torch-saved file of the finished run (e.g. its state dict)."""
+        path = self.path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"{self.kind}/{self.id} has no {name} (shipped runs carry weights only for "
+                                    f"deployed models); retrain it: python run_all.py --retrain")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Per-example predictions: what paired tests and reviewers need, a few tens of KB per run
+# ---------------------------------------------------------------------------------------
+def predictions_from_logits(logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None) -> dict:
+    """Per test image: true class, predicted class, probability of the true class and of the prediction."""
+    prob = torch.softmax(logits.float(), 1)
+    pred = prob.argmax(1)
+    idx = torch.arange(len(labels)) if index is None else torch.as_tensor(index)
+    return {"index": idx.numpy().astype(np.int32), "y": labels.numpy().astype(np.uint8),
+            "pred": pred.numpy().astype(np.uint8),
+            "p_true": prob.gather(1, labels[:, None]).squeeze(1).numpy().astype(np.float16),
+            "p_pred": prob.max(1).values.numpy().astype(np.float16)}
+
+
+def save_predictions(path: Path, **arrays: np.ndarray) -> Path:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return artifacts.write_bytes(path, buf.getvalue())
+
+
+def load_predictions(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+# ---------------------------------------------------------------------------------------
+# Finding finished runs
+# ---------------------------------------------------------------------------------------
+def _roots(profile: str, kind: str) -> list[tuple[str, Path]]:
+    roots = [("store", config.artifacts_dir() / profile / kind)]
+    if use_shipped():
+        roots.append(("shipped", shipped_root() / profile / kind))
+    return roots
+
+
+def table(profile: str, kind: str, name: str | None = None, **filters: Any) -> pd.DataFrame:
+    """Every finished run of ``kind`` (and ``name``) under ``profile`` whose key matches ``filters``
+    (dotted key paths allowed: ``recipe="reference_code"``, ``**{"data.per_class": 100}``), one row each:
+    its key flattened, its metrics' scalars, ``source`` (store or shipped) and ``run`` (the Run).
+    A run in both places is listed once, from the store."""
+    rows, seen = [], set()
+    for source, root in _roots(profile, kind):
+        for marker in sorted(root.glob(f"{name + '-' if name else ''}*/{MARKER}")):
+            run_id = marker.parent.name
+            if run_id in seen:
+                continue
+            m = artifacts.read_json(marker)
+            flat_key = config.flatten(m.get("key", {}))
+            if any(flat_key.get(k, m.get(k)) != _jsonable(v) for k, v in filters.items()):
+                continue
+            seen.add(run_id)
+            run = Run(kind, m.get("name", run_id.rsplit("-", 1)[0]), m.get("key", {}), profile)
+            scalars = {k: v for k, v in m.items() if isinstance(v, (int, float, str, bool)) or v is None}
+            rows.append({**flat_key, **scalars, "source": source, "run": run})
+    return pd.DataFrame(rows)
+
+
+def _jsonable(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def ensure(run: Run, fit: Callable[[Run], Any], command: str, *, estimate_s: float | None = None,
+           force: bool = False) -> Run:
+    """``run`` finished: here (reused), or trained now when this mode trains (``$STUDY_TRAIN`` not "0"),
+    or not at all: then it prints ``command``, the exact command that computes it, and returns the
+    unfinished run (``run.done`` is False) for the caller to show as "not run"."""
+    if run.done and not force:
+        return run
+    if not training_allowed():
+        cost = f" (about {estimate_s / 60:.0f} min here)" if estimate_s else ""
+        print(f"not run here: {run.kind}/{run.name}{cost}; compute it with:\n    {command}", flush=True)
+        return run
+    runtime.check_machine_load(f"{run.kind}/{run.name}")
+    return run.reuse_or(fit, force=force)
+
+
+@dataclass
+class Job:
+    """A run with the function that computes it and the command a user would type to do so."""
+
+    run: Run
+    fit: Callable[[Run], Any]
+    command: str
+    estimate_s: float | None = None
+
+    def ensure(self, force: bool = False) -> Run:
+        return ensure(self.run, self.fit, self.command, estimate_s=self.estimate_s, force=force)
+
+    def train(self, force: bool = False) -> Run:
+        return self.run.reuse_or(self.fit, force=force)
+
+
+def measured(profile: str, kind: str, name: str, key: Any, compute: Callable[[], Any], force: bool = False) -> Any:
+    """``compute()``'s JSON-able result (a measurement such as latency), stored once as a run of ``kind``
+    and read back on later calls with the same key (``force`` measures again). The key names the
+    machine and settings, so another machine measures afresh."""
+    run = Run(kind, name, key, profile, marker="result.json")
+    if force:
+        run.reset()
+    if not run.done:
+        artifacts.write_json(run.folder / "result.json", {"key": key, "result": compute()})
+    return artifacts.read_json(run.path("result.json"))["result"]  # the same JSON round trip as a cached read
+
+
+# ---------------------------------------------------------------------------------------
+# Shipping finished runs with the project
+# ---------------------------------------------------------------------------------------
+def manifest_path() -> Path:
+    return shipped_root() / MANIFEST
+
+
+def read_manifest() -> dict[str, dict]:
+    path = manifest_path()
+    return artifacts.read_json(path)["files"] if path.exists() else {}
+
+
+def ship(run: Run, weights: bool = False) -> list[Path]:
+    """Copy a finished store run's small outputs (every file up to 1 MB but checkpoints and caches; with
+    ``weights`` its model.pt too) into ``runs/`` and record their sha256 in the manifest. Returns the
+    files written."""
+    if not (run.folder / run.marker).exists():
+        raise FileNotFoundError(f"{run.kind}/{run.id} is not a finished run in the store; nothing to ship")
+    names = sorted(p.name for p in run.folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.name not in NOT_SHIPPED and p.name != WEIGHTS_FILE and p.stat().st_size <= MAX_SHIPPED_FILE)
+    if weights:
+        if not (run.folder / WEIGHTS_FILE).exists():
+            raise FileNotFoundError(f"{run.id} has no {WEIGHTS_FILE} to ship")
+        names.append(WEIGHTS_FILE)
+    manifest, written = read_manifest(), []
+    for n in names:
+        src, dst = run.folder / n, run.shipped_folder / n
+        artifacts.write_bytes(dst, src.read_bytes())
+        rel = dst.relative_to(shipped_root()).as_posix()
+        manifest[rel] = {"sha256": artifacts.hash_file(dst), "bytes": dst.stat().st_size}
+        written.append(dst)
+    artifacts.write_json(manifest_path(), {"about": "sha256 of every shipped file (runs/README.md)",
+                                           "files": dict(sorted(manifest.items()))})
+    return written
+
+
+class ShippedRunError(RuntimeError):
+    """A shipped file differs from the manifest, or is missing."""
+
+
+def verify_manifest() -> int:
+    """Check every shipped file against ``runs/MANIFEST.json``; raises ``ShippedRunError`` naming the
+    first file that is missing or whose sha256 differs. Returns the number of files checked."""
+    files = read_manifest()
+    for rel, rec in files.items():
+        path = shipped_root() / rel
+        if not path.exists():
+            raise ShippedRunError(f"shipped file runs/{rel} is missing (listed in runs/{MANIFEST}); restore it with "
+                                  "git checkout -- runs/")
+        digest = artifacts.hash_file(path)
+        if digest != rec["sha256"]:
+            raise ShippedRunError(f"shipped file runs/{rel} has sha256 {digest[:16]}…, the manifest records "
+                                  f"{rec['sha256'][:16]}…: it was altered. Restore it (git checkout -- runs/) or "
+                                  "retrain (python run_all.py --retrain).")
+    unlisted = [p for p in shipped_root().glob("*/*/*/*") if p.is_file()
+                and p.relative_to(shipped_root()).as_posix() not in files]
+    if unlisted:
+        print(f"note: {len(unlisted)} file(s) in runs/ are not in the manifest, e.g. {unlisted[0]}", file=sys.stderr)
+    return len(files)
+
+
+
+
+# Kinds of runs whose outputs are shipped (machine-specific measurements and caches are not).
+SHIPPED_KINDS = ("scratch", "head", "calibration", "controlled_probe", "finetune", "strong", "robustness", "int8")
+
+
+def carries_weights(run: Run) -> bool:
+    """Whether a finished run's model weights are shipped: the deployed rows (both scratch recipes at their
+    recipe's seed, the transfer heads) and one seed of each headline extra model (strong recipe, ImageNet
+    fine-tuning) — all on the full training set. Everything else ships metrics and predictions only."""
+    m, key = run.metrics, run.key
+    whole = not (key.get("subset") or {}).get("per_class") and not (key.get("subset") or {}).get("val_fraction")
+    if not whole or run.kind not in ("scratch", "head", "strong", "finetune"):
+        return False
+    from . import config
+    recipe = config.RECIPES.get(m.get("recipe", ""), {})
+    if run.kind == "scratch":
+        return m.get("seed") == recipe.get("seed")
+    if run.kind == "head":  # the transfer rows (probe seeds, flip heads, subsets: predictions only)
+        return m.get("recipe") == "head" and m.get("seed") == recipe.get("seed")
+    if run.kind == "strong":
+        return m.get("seed") == config.grid("strong")["seeds"][0]
+    return m.get("init") == "imagenet" and m.get("seed") == config.grid("controlled")["seeds"][0]
+
+
+def _stored(folder: Path) -> tuple[str, Any] | None:
+    """(marker, key) of a finished run folder of any kind (metrics.json, a measurement's result.json, or a
+    table with its meta.json), or None while unfinished."""
+    for marker, holder in ((MARKER, MARKER), ("result.json", "result.json"), ("results.csv", "meta.json")):
+        if (folder / marker).exists():
+            return marker, artifacts.read_json(folder / holder)["key"]
+    return None
+
+
+def ship_all(profile: str = "full", kinds: tuple[str, ...] = SHIPPED_KINDS) -> list[Path]:
+    """Ship every finished store run of ``kinds`` under ``profile`` (``carries_weights`` decides the weights)."""
+    written = []
+    for kind in kinds:
+        root = config.artifacts_dir() / profile / kind
+        for folder in sorted(root.iterdir()) if root.exists() else []:
+            found = _stored(folder)
+            if found is None:
+                continue
+            run = Run(kind, folder.name.rpartition("-")[0], found[1], profile, marker=found[0])
+            if run.folder != folder:  # its key no longer hashes to its name: never shipped under a wrong name
+                print(f"skipped {kind}/{folder.name}: its key does not match its folder", file=sys.stderr)
+                continue
+            written += ship(run, weights=found[0] == MARKER and carries_weights(run))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m studylib.runs ship`` copies finished full-profile runs' small outputs into runs/ (with a
+    sha256 manifest); ``python -m studylib.runs verify`` checks runs/ against its manifest."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("action", choices=("ship", "verify"))
+    ap.add_argument("--profile", default="full")
+    ap.add_argument("--kinds", nargs="*", default=list(SHIPPED_KINDS))
+    args = ap.parse_args(argv)
+    if args.action == "verify":
+        print(f"{verify_manifest()} shipped files match runs/{MANIFEST}")
+        return
+    written = ship_all(args.profile, tuple(args.kinds))
+    total = sum(p.stat().st_size for p in shipped_root().rglob("*") if p.is_file())
+    print(f"shipped {len(written)} files; runs/ now holds {total / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Statistics for comparing classifiers: paired tests on the same test images, intervals over seeds.
+
+    mcnemar(correct_a, correct_b)              # exact McNemar test on per-image correctness
+    seed_interval(accs)                        # mean, std and t-interval of the mean over seeds
+    difference_interval(accs_a, accs_b, paired=True)
+    row = compare("scratch", preds_a, "pretrained", preds_b, labels)
+    format_difference(row)                     # "+3.21 points (95% CI 2.80 to 3.62; McNemar p < 0.001)"
+
+Two sources of uncertainty are kept apart: McNemar asks whether two models differ on *these*
+test images (paired, per image); the seed intervals ask how much the accuracy moves between
+training runs (per seed). A finding needs both.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as st
+
+
+def mcnemar_table(n01: int, n10: int) -> float:
+    """Exact two-sided McNemar p-value from the two discordant counts.
+
+    Conditional on n01 + n10 disagreements, under "equal accuracy" each disagreement favours
+    either model with probability 1/2, so n01 ~ Binomial(n01 + n10, 1/2) (McNemar 1947; the
+    exact form avoids the chi-square approximation, which is poor for small counts).
+    """
+    if min(n01, n10) < 0 or int(n01) != n01 or int(n10) != n10:
+        raise ValueError(f"discordant counts must be non-negative integers, got n01={n01}, n10={n10}")
+    n01, n10 = int(n01), int(n10)
+    if n01 + n10 == 0:
+        return 1.0  # the models never disagree: no evidence of a difference
+    return float(min(1.0, st.binomtest(n01, n01 + n10, 0.5, alternative="two-sided").pvalue))
+
+
+def mcnemar(correct_a: Sequence, correct_b: Sequence) -> dict:
+    """Exact McNemar test on paired per-example correctness (bool or 0/1, one entry per test image).
+
+    n01 = a wrong & b right, n10 = a right & b wrong; difference = acc_b - acc_a as a fraction.
+    """
+    a, b = np.asarray(correct_a), np.asarray(correct_b)
+    if a.ndim != 1 or b.ndim != 1:
+        raise ValueError(f"correctness must be 1-D arrays, got shapes {a.shape} and {b.shape}")
+    if len(a) != len(b):
+        raise ValueError(f"correctness arrays differ in length: a has {len(a)}, b has {len(b)}")
+    if len(a) == 0:
+        raise ValueError("correctness arrays are empty: McNemar needs at least one test example")
+    for name, x in (("a", a), ("b", b)):
+        if not np.isin(x, (0, 1)).all():
+            raise ValueError(f"correctness {name} must be boolean or 0/1")
+    a, b = a.astype(bool), b.astype(bool)
+    n01, n10 = int((~a & b).sum()), int((a & ~b).sum())
+    return {"n": len(a), "n00": int((~a & ~b).sum()), "n01": n01, "n10": n10, "n11": int((a & b).sum()),
+            "acc_a": float(a.mean()), "acc_b": float(b.mean()), "difference": float(b.mean() - a.mean()),
+            "p_value": mcnemar_table(n01, n10)}
+
+
+def _values(values: Sequence, what: str = "values") -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or len(x) == 0:
+        raise ValueError(f"{what} must be a non-empty 1-D sequence, got shape {x.shape}")
+    if np.isnan(x).any():
+        raise ValueError(f"{what} contain NaN (a failed or missing seed?)")
+    return x
+
+
+def seed_interval(values: Sequence, confidence: float = 0.95) -> dict:
+    """Mean over seeds with its two-sided t confidence interval (std with ddof=1).
+
+    The interval is mean +- t_{(1+confidence)/2, n-1} * std / sqrt(n): Student t because the
+    std is itself estimated from few seeds. With n == 1 there is no spread to estimate, so
+    std, half_width, low and high are NaN (no interval from one seed). NaN input is an error.
+    """
+    x = _values(values)
+    n, mean = len(x), float(x.mean())
+    if n < 2:
+        return {"mean": mean, "std": math.nan, "n": 1, "half_width": math.nan, "low": math.nan,
+                "high": math.nan, "confidence": confidence}
+    std = float(x.std(ddof=1))
+    half = float(st.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n))
+    return {"mean": mean, "std": std, "n": n, "half_width": half, "low": mean - half, "high": mean + half,
+            "confidence": confidence}
+
+
+def difference_interval(a_values: Sequence, b_values: Sequence, paired: bool, confidence: float = 0.95) -> dict:
+    """Confidence interval of mean(b) - mean(a) over seeds.
+
+    paired: seed i of a and seed i of b share their seed (same split/order), so the t-interval of
+    the per-seed differences removes the shared seed noise; needs equal lengths.
+    unpaired: Welch t-interval with Welch-Satterthwaite degrees of freedom (no equal-variance
+    assumption). With too few seeds (paired n < 2, or either side < 2 for Welch) low/high are NaN.
+    """
+    a, b = _values(a_values, "a values"), _values(b_values, "b values")
+    out = {"difference": float(b.mean() - a.mean()), "n_a": len(a), "n_b": len(b)}
+    if paired:
+        if len(a) != len(b):
+            raise ValueError(f"paired interval needs equal seed counts: a has {len(a)}, b has {len(b)}")
+        iv = seed_interval(b - a, confidence)
+        return out | {"low": iv["low"], "high": iv["high"], "dof": len(a) - 1, "method": "paired t over seeds"}
+    out["method"] = "Welch t over seeds"
+    if len(a) < 2 or len(b) < 2:
+        return out | {"low": math.nan, "high": math.nan, "dof": math.nan}
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)  # squared standard errors of each mean
+    se = math.sqrt(va + vb)
+    if se == 0:  # every seed identical on both sides: the interval collapses to the point
+        return out | {"low": out["difference"], "high": out["difference"], "dof": math.inf}
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
+    half = float(st.t.ppf((1 + confidence) / 2, dof) * se)
+    return out | {"low": out["difference"] - half, "high": out["difference"] + half, "dof": float(dof)}
+
+
+def majority_vote(predictions: np.ndarray) -> np.ndarray:
+    """Per example (column) the most frequent class id over seeds (rows).
+
+    Ties go to the lowest class id (np.argmax returns the first maximum), a fixed, reproducible
+    rule rather than a random one.
+    """
+    p = np.asarray(predictions)
+    if p.ndim != 2 or p.size == 0:
+        raise ValueError(f"predictions must be a non-empty 2-D array (seeds x examples), got shape {p.shape}")
+    if not np.issubdtype(p.dtype, np.integer) or p.min() < 0:
+        raise ValueError("predictions must be non-negative integer class ids")
+    counts = np.stack([(p == c).sum(0) for c in range(int(p.max()) + 1)])  # (classes, examples)
+    return counts.argmax(0)
+
+
+def compare(name_a: str, preds_a: Sequence[np.ndarray], name_b: str, preds_b: Sequence[np.ndarray],
+            labels: np.ndarray, confidence: float = 0.95) -> dict:
+    """One comparison row (b vs a) on the same test images: seed interval plus McNemar.
+
+    Equal seed counts: seeds are matched pairwise (paired t interval) and McNemar is run on each
+    pair; the row's p-value is the largest of them, the least significant pair, so a claim holds
+    for every seed pair (conservative). Unequal counts: Welch interval and one McNemar on the
+    majority votes of each side.
+    """
+    y = np.asarray(labels)
+    for name, preds in ((name_a, preds_a), (name_b, preds_b)):
+        if len(preds) == 0:
+            raise ValueError(f"{name}: no seeds given")
+        for i, p in enumerate(preds):
+            if np.shape(p) != y.shape:
+                raise ValueError(f"{name} seed {i}: {len(np.ravel(p))} predictions but {len(y)} labels")
+    acc_a = [float((np.asarray(p) == y).mean()) for p in preds_a]
+    acc_b = [float((np.asarray(p) == y).mean()) for p in preds_b]
+    paired = len(preds_a) == len(preds_b)
+    iv = difference_interval(acc_a, acc_b, paired=paired, confidence=confidence)
+    if paired:
+        tests = [mcnemar(np.asarray(pa) == y, np.asarray(pb) == y) for pa, pb in zip(preds_a, preds_b)]
+        chosen = max(tests, key=lambda t: t["p_value"])  # least significant pair
+        method = f"seed-matched pairs (largest p of {len(tests)})"
+    else:
+        chosen = mcnemar(majority_vote(np.stack(preds_a)) == y, majority_vote(np.stack(preds_b)) == y)
+        tests, method = [chosen], "majority vote over seeds"
+    return {"comparison": f"{name_b} vs {name_a}", "a": name_a, "b": name_b,
+            "seeds_a": len(preds_a), "seeds_b": len(preds_b), "acc_a": acc_a, "acc_b": acc_b,
+            "acc_a_mean": float(np.mean(acc_a)), "acc_b_mean": float(np.mean(acc_b)),
+            "difference": iv["difference"], "low": iv["low"], "high": iv["high"], "confidence": confidence,
+            "interval_method": iv["method"], "n01": chosen["n01"], "n10": chosen["n10"],
+            "p_value": chosen["p_value"], "pair_p_values": [t["p_value"] for t in tests],
+            "mcnemar_method": method, "test_n": len(y)}
+
+
+def _p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:#.3g}"  # 3 significant digits, e.g. 0.0215, 1.00
+
+
+def format_difference(row: dict, unit_points: bool = True) -> str:
+    """Human-readable difference, e.g. "+3.21 points (95% CI 2.80 to 3.62; McNemar p < 0.001)".
+
+    Points are percentage points (fraction x 100); with unit_points=False the fractions are shown.
+    """
+    scale, fmt, unit = (100.0, "{:.2f}", " points") if unit_points else (1.0, "{:.4f}", "")
+    diff = ("+" if row["difference"] >= 0 else "") + fmt.format(row["difference"] * scale)
+    p = _p_text(row["p_value"])
+    if math.isnan(row["low"]) or math.isnan(row["high"]):
+        return f"{diff}{unit} (one seed: no interval; McNemar {p})"
+    level = round(100 * row.get("confidence", 0.95))
+    low, high = fmt.format(row["low"] * scale), fmt.format(row["high"] * scale)
+    return f"{diff}{unit} ({level}% CI {low} to {high}; McNemar {p})"

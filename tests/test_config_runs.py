@@ -1,0 +1,201 @@
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from studylib import artifacts, config, runs
+
+
+# ----------------------------------------------------------------------------- configuration
+def test_profiles_and_recipes_overlay_strictly():
+    full, quick = config.get_profile("full"), config.get_profile("quick")
+    assert full["train_per_class"] is None and quick["train_per_class"] == 100 and quick["profile"] == "quick"
+    assert quick["evaluation"]["threads"] == full["evaluation"]["threads"]  # nested dicts merge, not replace
+    study = config.recipe("study")
+    assert study["epochs"] == 15 and study["batch_size"] == 128 and study["optimizer"]["lr"] == 1e-3
+    assert config.recipe("study", "quick")["epochs"] == 2 and config.recipe("study", seed=0)["seed"] == 0
+    assert config.recipe("finetune", optimizer={"lr": 3e-4})["optimizer"] == {"name": "adam", "lr": 3e-4,
+                                                                             "weight_decay": 1e-4}
+    assert config.grid("controlled", "quick")["size"] == 32 and config.grid("controlled")["size"] == 64
+
+
+def test_configuration_errors_name_the_problem():
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        config.get_profile("fast")
+    with pytest.raises(KeyError, match="unknown key 'epoch' for recipe 'study'"):
+        config.recipe("study", epoch=3)
+    with pytest.raises(TypeError, match="recipe 'study'.epochs expects int, got str"):
+        config.recipe("study", epochs="3")
+    with pytest.raises(KeyError, match="unknown recipe 'studdy'"):
+        config.recipe("studdy")
+    with pytest.raises(KeyError, match="unknown experiment"):
+        config.grid("resolutions")
+    with pytest.raises(KeyError, match="unknown key 'subset_seeds' for protocol"):
+        config.get_profile("full", subset_seeds=1)
+
+
+def test_no_profile_branches_outside_config():
+    """Per-profile settings live in config.PROFILES: no module branches on the profile's name."""
+    offenders = [p.name for p in (config.PROJ_ROOT / "studylib").rglob("*.py")
+                 if 'profile == "quick"' in p.read_text() or "profile == 'quick'" in p.read_text()]
+    assert offenders == []
+
+
+def test_display_path_hides_machine_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv(config.ARTIFACTS_DIR_ENV, str(tmp_path / "store"))
+    assert config.display_path(tmp_path / "store" / "full" / "x") == f"${config.ARTIFACTS_DIR_ENV}/full/x"
+    assert config.display_path(config.PROJ_ROOT / "reports" / "index.html") == "reports/index.html"
+    assert config.display_path("/somewhere/else/file.txt") == "file.txt"
+
+
+# ----------------------------------------------------------------------------- atomic writes, hashing
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "x.bin"
+    artifacts.write_bytes(target, b"old")
+
+    def boom(f):
+        f.write(b"half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        artifacts.atomic_write(target, boom)
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["x.bin"]
+
+
+def test_hashes_are_stable_and_sensitive():
+    assert artifacts.hash_obj({"a": 1, "b": 2}) == artifacts.hash_obj({"b": 2, "a": 1})
+    assert artifacts.hash_obj({"a": 1}) != artifacts.hash_obj({"a": 2})
+    t = torch.arange(6, dtype=torch.uint8)
+    assert artifacts.hash_tensor(t) == artifacts.hash_tensor(t.clone())
+    assert artifacts.hash_tensor(t) != artifacts.hash_tensor(t.reshape(2, 3))
+    assert artifacts.hash_tensor(torch.tensor(3)) != artifacts.hash_tensor(torch.tensor(4))  # 0-d tensors too
+
+
+# ----------------------------------------------------------------------------- runs
+def _finish(run, acc=0.5):
+    run.finish({"test_acc": acc, "seed": 1}, predictions={"pred": np.zeros(4, np.uint8)})
+
+
+def test_run_lifecycle(artifact_root):
+    run = runs.Run("scratch", "m", {"a": 1}, "quick")
+    assert run.folder.parent == artifact_root / "quick" / "scratch" and not run.done
+    calls = []
+    run.reuse_or(lambda r: (calls.append(1), _finish(r)))
+    run.reuse_or(lambda r: calls.append(2))  # finished: reused
+    assert calls == [1] and run.metrics["test_acc"] == 0.5 and run.metrics["key"] == {"a": 1}
+    run.reuse_or(lambda r: (calls.append(3), _finish(r, 0.7)), force=True)
+    assert calls == [1, 3] and runs.Run("scratch", "m", {"a": 1}, "quick").metrics["test_acc"] == 0.7
+    with pytest.raises(RuntimeError, match="without writing metrics.json"):
+        runs.Run("scratch", "m", {"a": 2}, "quick").reuse_or(lambda r: None)
+
+
+def test_table_filters_on_dotted_keys(artifact_root):
+    for seed, recipe in [(1, "study"), (2, "study"), (1, "reference_code")]:
+        _finish(runs.Run("scratch", "m", {"recipe": {"name": recipe, "seed": seed}}, "quick"))
+    t = runs.table("quick", "scratch", "m", **{"recipe.name": "study"})
+    assert sorted(t["recipe.seed"]) == [1, 2] and set(t.source) == {"store"}
+    assert len(runs.table("quick", "scratch", "m", **{"recipe.name": "study", "subset.per_class": None})) == 2
+    assert runs.table("quick", "scratch", "other").empty
+
+
+def test_ensure_trains_or_prints_the_command(artifact_root, monkeypatch, capsys):
+    run = runs.Run("scratch", "m", {"a": 9}, "quick")
+    monkeypatch.setenv(runs.TRAIN_ENV, "0")
+    assert not runs.ensure(run, _finish, "python -m train-it").done
+    assert "python -m train-it" in capsys.readouterr().out
+    monkeypatch.setenv(runs.TRAIN_ENV, "1")
+    assert runs.ensure(run, _finish, "python -m train-it").done
+
+
+def test_shipped_runs_are_found_verified_and_never_overwritten(artifact_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "SHIPPED_RUNS_DIR", tmp_path / "runs")
+    run = runs.Run("head", "m", {"k": 1}, "full")
+    _finish(run)
+    artifacts.torch_save(run.folder / "model.pt", {"w": torch.ones(2)})
+    artifacts.torch_save(run.folder / "checkpoint.pt", {"big": 1})
+    written = runs.ship(run, weights=True)
+    assert sorted(p.name for p in written) == ["metrics.json", "model.pt", "predictions.npz"]
+    assert runs.verify_manifest() == 3
+    run.reset()  # gone from the store: now found in runs/
+    again = runs.Run("head", "m", {"k": 1}, "full")
+    assert again.done and again.shipped and again.load()["w"].sum() == 2
+    with pytest.raises(RuntimeError, match="cannot recompute a shipped run"):
+        again.reuse_or(_finish, force=True)
+    monkeypatch.setenv(runs.USE_SHIPPED_ENV, "0")  # --retrain: shipped runs are ignored
+    assert not runs.Run("head", "m", {"k": 1}, "full").done
+    monkeypatch.delenv(runs.USE_SHIPPED_ENV)
+    (again.shipped_folder / "metrics.json").write_text('{"test_acc": 0.99}')
+    with pytest.raises(runs.ShippedRunError, match="metrics.json has sha256 .* altered"):
+        runs.verify_manifest()
+
+
+def test_measured_caches_per_key(artifact_root):
+    n = []
+    compute = lambda: (n.append(1), {"ms": 1.5, "n": len(n)})[1]  # noqa: E731
+    assert runs.measured("quick", "timings", "m", {"cpu": "x"}, compute) == {"ms": 1.5, "n": 1}
+    assert runs.measured("quick", "timings", "m", {"cpu": "x"}, compute)["n"] == 1
+    assert runs.measured("quick", "timings", "m", {"cpu": "y"}, compute)["n"] == 2
+    assert runs.measured("quick", "timings", "m", {"cpu": "x"}, compute, force=True)["n"] == 3
+
+
+# ----------------------------------------------------------------------------- structure
+def _imports(path: Path, package: str) -> set[str]:
+    """studylib modules imported by ``path`` (absolute or relative, at any level of the file)."""
+    mod = ".".join(path.relative_to(config.PROJ_ROOT).with_suffix("").parts)
+    if mod.endswith(".__init__"):
+        mod = mod[: -len(".__init__")]
+    pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = pkg.split(".")
+                parent = parent[: len(parent) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            if base.startswith(package):
+                out.add(base)
+                out.update(f"{base}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith(package))
+    return out
+
+
+def test_studylib_import_graph_has_no_cycle():
+    files = {".".join(p.relative_to(config.PROJ_ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (config.PROJ_ROOT / "studylib").rglob("*.py")}
+    graph = {m: {i for i in _imports(p, "studylib") if i in files and i != m} for m, p in files.items()}
+    # a package's __init__ importing its own submodules at the end is how they register; not a cycle
+    for m in graph:
+        graph[m] = {i for i in graph[m] if not (files[i].name == "__init__.py" and m.startswith(i + "."))}
+    state, cycle = {}, []
+
+    def visit(m, stack):
+        state[m] = "open"
+        for n in graph[m]:
+            if state.get(n) == "open":
+                cycle.append(stack + [m, n])
+            elif n not in state:
+                visit(n, stack + [m])
+        state[m] = "done"
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+    assert cycle == []
+
+
+def test_every_model_is_registered_in_a_fresh_process():
+    code = "from studylib.models import build_model; m = build_model('strong_cnn'); print(type(m).__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "StrongCNN"
+
+
+def test_the_run_lifecycle_is_written_once():
+    hits = [p.name for p in (config.PROJ_ROOT / "studylib").rglob("*.py") if "rmtree" in p.read_text()]
+    assert hits == ["runs.py"]

@@ -1,0 +1,142 @@
+"""Recipes on toy inputs: heads on synthetic cached features (subsets, repetition, calibration, reuse),
+the strong recipe's pieces, end-to-end training's model, and the recipes' run keys."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from studylib import config, data, features, models
+from studylib.models import backbones
+from studylib.models.strong import init_whitening
+from studylib.preprocess import Normalize
+from studylib.recipes import finetune, heads, scratch, strong
+
+
+def fake_features(n_train_per_class=20, n_test_per_class=10, dim=1280, seed=0) -> heads.Features:
+    """Cached features where class c is a noisy copy of a random prototype: a linear head can learn them."""
+    gen = torch.Generator().manual_seed(seed)
+    protos = 0.1 * torch.randn(10, dim, generator=gen)
+
+    def split(per_class, name):
+        y = torch.arange(10).repeat_interleave(per_class)
+        x = (protos[y] + 0.05 * torch.randn(len(y), dim, generator=gen)).to(torch.bfloat16)
+        images = torch.randint(0, 256, (len(y), 3, 32, 32), dtype=torch.uint8, generator=gen)
+        cached = features.Cached(x, y, {}, f"{name}{seed}", Path("/nonexistent"), 1.0, True)
+        return data.CifarSplit(images, y, tuple(map(str, range(10))), name), cached
+
+    (tr, trf), (te, tef) = split(n_train_per_class, "train"), split(n_test_per_class, "test")
+    model = backbones.TransferNet("mobilenet_v2", Normalize(backbones.IMAGENET_MEAN, backbones.IMAGENET_STD, 224),
+                                  nn.Identity(), backbones.make_head("mobilenet_v2"), {"sha256": "0" * 64})
+    return heads.Features(model, tr, te, "quick", train_feats=trf, test_feats=tef)
+
+
+def test_repeat_to():
+    idx = np.arange(7)
+    assert len(heads.repeat_to(idx, 20)) == 21 and set(heads.repeat_to(idx, 20)) == set(idx)
+    assert np.array_equal(heads.repeat_to(idx, 5), idx)
+
+
+def test_head_subset_repetition_calibration_and_reuse(artifact_root):
+    feats = fake_features()
+    run = heads.head_job(feats, "head", "quick", seed=0, per_class=5, min_epoch_images=1000, progress=False).train()
+    m = run.metrics
+    assert m["train_images"] == 50 and m["repeats"] == 20 and m["train_n"] == 1000
+    assert m["test_acc"] > 0.5 and len(run.predictions()["pred"]) == 100
+    assert heads.head_job(feats, "head", "quick", seed=0, per_class=5, min_epoch_images=1000).run.done
+    cal = heads.head_job(feats, "head", "quick", seed=1, val_fraction=0.2, kind="calibration").train().metrics
+    assert cal["train_images"] == 160 and cal["val_images"] == 40
+    c = cal["calibration"]
+    assert c["val_n"] == 40 and c["test_n"] == 100 and c["temperature"] > 0
+    assert len(c["reliability"]["before"]) == 15 and c["acc_before"] == pytest.approx(c["acc_after"])
+
+
+def test_whole_split_and_no_repetition_share_one_run(artifact_root):
+    feats = fake_features()
+    a = heads.head_job(feats, "head", "quick", seed=0).run
+    b = heads.head_job(feats, "head", "quick", seed=0, per_class=20, min_epoch_images=100).run
+    assert a.id == b.id
+
+
+def test_scratch_run_keys_follow_recipe_seed_and_subset(real_data_dir):
+    ids = {scratch.job("custom_cnn", r, "quick", seed=s, data_dir=real_data_dir).run.id
+           for r in scratch.RECIPES for s in (0, 42)}
+    assert len(ids) == 4
+    full = scratch.job("custom_cnn", "study", "quick", data_dir=real_data_dir).run
+    assert scratch.job("custom_cnn", "study", "quick", per_class=100, data_dir=real_data_dir).run.id == full.id
+    sub = scratch.job("custom_cnn", "study", "quick", per_class=10, min_epoch_images=500, data_dir=real_data_dir)
+    assert sub.run.key["subset"] == {"per_class": 10, "subset_seed": 42, "repeats": 5} and "--per-class 10" in sub.command
+    assert "vit_small" not in full.key["recipe"]  # the other model's settings do not key this model's runs
+    with pytest.raises(KeyError, match="not a scratch model"):
+        scratch.job("mobilenet_v2", "study", "quick")
+    with pytest.raises(KeyError, match="not a scratch recipe"):
+        scratch.job("custom_cnn", "strong", "quick")
+
+
+def test_whitening_layer_whitens_patches():
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(64, 1, 16, 16, generator=gen)
+    x = torch.cat([base, 0.8 * base + 0.2 * torch.randn(64, 1, 16, 16, generator=gen),
+                   torch.randn(64, 1, 16, 16, generator=gen)], 1)
+    conv = nn.Conv2d(3, 24, 2, bias=False)
+    init_whitening(conv, x, eps=1e-6)
+    with torch.no_grad():
+        y = conv(x)[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    assert torch.allclose((y.T @ y) / len(y), torch.eye(12), atol=0.05)
+    assert torch.allclose(conv.weight[12:], -conv.weight[:12])  # +/- pairs
+
+
+def test_random_translate_is_a_shifted_reflect_crop():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    assert torch.equal(strong.random_translate(x, 0, gen), x)
+    out = strong.random_translate(x, 2, gen)
+    padded = nn.functional.pad(x, (2,) * 4, mode="reflect")
+    for i in range(2):
+        assert any(torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8]) for dy in range(5) for dx in range(5))
+
+
+def test_strong_network_and_tta():
+    torch.manual_seed(0)
+    model = models.Normalized(models.build_model("strong_cnn"), strong.normalizer()).eval()
+    assert models.count_params(model)["total"] == 1_972_792 and not model.net[0].weight.requires_grad
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    cpu = torch.device("cpu")
+    plain = strong.tta_logits(model, images, device=cpu, level=0, precision="fp32")
+    with torch.no_grad():
+        assert torch.allclose(plain, model(images), atol=1e-5)
+    flip = strong.tta_logits(model, images, device=cpu, level=1, precision="fp32")
+    assert torch.allclose(flip, strong.tta_logits(model, images.flip(-1), device=cpu, level=1, precision="fp32"),
+                          atol=1e-5)  # mirror TTA is flip invariant
+    assert strong.tta_logits(model, images, device=cpu, level=2, precision="fp32").shape == (4, 10)
+
+
+def test_end_to_end_model_trains_every_layer():
+    net = backbones.build_transfer("mobilenet_v2", init=None, size=32, frozen=False)
+    assert all(p.requires_grad for p in net.parameters())
+    net.train()
+    assert net.backbone.training  # BatchNorm adapts, unlike the frozen TransferNet
+    assert net(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)).shape == (4, 10)
+    frozen = backbones.build_transfer("mobilenet_v2", init=None).train()
+    assert not frozen.backbone.training and frozen.preprocess.size == 224
+
+
+def test_random_init_backbone_has_re_estimated_batchnorm_and_says_so():
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    a = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=0, bn_images=images)
+    b = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=0, bn_images=images)
+    assert a.provenance["source"] == "random init" and "64 training images" in a.provenance["bn_statistics"]
+    assert features.weights_id(a) == features.weights_id(b) and features.weights_id(a).startswith("state:")
+    bn = a.backbone.features[0][1]
+    assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # statistics were estimated
+    with torch.no_grad():
+        f = a.features(images)
+    assert torch.isfinite(f).all() and f.std() > 0
+
+
+def test_choose_lr_is_best_validation_then_smaller():
+    import pandas as pd
+    search = pd.DataFrame({"lr": [1e-4, 3e-4, 1e-3], "val_acc": [0.5, 0.7, 0.7]})
+    assert finetune.choose_lr(search) == 3e-4 and finetune.choose_lr(pd.DataFrame()) is None
