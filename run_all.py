@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """Run the study: execute the numbered notebooks in order with papermill, render HTML.
 
-    python run_all.py                      # the full reference protocol
-    python run_all.py --profile quick      # the whole pipeline in minutes
-    python run_all.py --only 01 03         # a subset, by number prefix
-    python run_all.py -p seed=0 -p force=True
+    python run_all.py                      # the full study from the shipped runs (runs/): no training
+    python run_all.py --retrain            # train everything from scratch into the artifact store
+    python run_all.py --retrain 02 03      # retrain only what these notebooks train
+    python run_all.py --profile quick      # the whole pipeline in minutes on a small subset (smoke test)
+    python run_all.py --only 01 05         # a subset of notebooks, by number prefix
 
-Executed notebooks and one HTML per notebook land in reports/, with reports/index.html
-linking them in order. Stops at the first failing notebook and names it and the cell.
+Executed notebooks and one HTML per notebook land in reports/, with reports/index.html leading
+with the study's answer. Stops at the first failing notebook and names it and the cell.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import ast
 import base64
 import html
 import io
+import json
+import os
 import platform
 import re
 import shutil
@@ -29,9 +32,39 @@ import nbformat
 import papermill as pm
 from nbconvert import HTMLExporter
 
-from studylib import artifacts, config, provenance
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
+
+from studylib import artifacts, config, estimate, provenance, runs, runtime
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+
+
+class IPCKernelManager(AsyncKernelManager):
+    """Kernels talk over local IPC sockets: no TCP port, so no "running over TCP without encryption"
+    warning at every notebook start."""
+
+    @default("transport")
+    def _default_transport(self):
+        return "ipc"
+
+
+class Indented:
+    """A stream that writes a notebook's stdout to the terminal as it arrives (per-epoch progress lines
+    included), indented under the notebook's line."""
+
+    def __init__(self, stream, prefix: str = "    | "):
+        self.stream, self.prefix, self.at_line_start = stream, prefix, True
+
+    def write(self, text: str) -> None:
+        for part in text.splitlines(keepends=True):
+            if self.at_line_start:
+                self.stream.write(self.prefix)
+            self.stream.write(part)
+            self.at_line_start = part.endswith("\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def discover(only: list[str] | None) -> list[Path]:
@@ -147,22 +180,94 @@ def provenance_html(info: dict) -> str:
     rows = []
     for r in info["rows"]:
         w = r.get("weights")
-        weights_cell = ("—" if r["model"] in ("custom_cnn", "vit_small") else
+        weights_cell = ("—" if "weights" not in r else
                         "none obtainable here" if not w else f"{w['file']} ({w['source']}), sha256 {w['sha256'][:16]}…")
-        trained = f"{r.get('trained_on', '')} ({r.get('trained_hardware', '')})" if r.get("trained_on") else ""
+        trained = (f"{r.get('trained_on', '')}, torch {r.get('torch')}"
+                   + (f", CUDA {r['cuda']}, cuDNN {r['cudnn']}" if r.get("cuda") and "cuda" in r.get("trained_on", "")
+                      else "") + f", {r.get('precision')}; {r.get('source', '')}") if r.get("trained_on") else ""
         rows.append(f"<tr><td>{html.escape(r['label'])}</td><td>{html.escape(r['status'])}</td>"
                     f"<td>{html.escape(weights_cell)}</td><td>{html.escape(trained)}</td></tr>")
     return f"""<h2>Provenance</h2>
-<p>Machine: {html.escape(m['cpu'])} ({html.escape(m['cpu_capability'])}, {m['logical_cpus']} logical CPUs),
+<p>Rendered on: {html.escape(m['cpu'])} ({html.escape(m['cpu_capability'])}, {m['logical_cpus']} logical CPUs),
 {m['threads']} torch threads, torch {html.escape(m['torch'])}, Python {platform.python_version()}.
 Data: {html.escape(d['folder'])} (found via {html.escape(d['found_via'])}); content hash train {d['train']['sha256_12']}
 ({d['train']['images']:,} images), test {d['test']['sha256_12']} ({d['test']['images']:,} images).
-Artifacts: {html.escape(info['artifacts'])}.</p>
+Artifact store: {html.escape(info['artifacts'])}; shipped runs: runs/ ({info.get('shipped_files', 0)} files checked
+against runs/MANIFEST.json).</p>
 <table><tr><th>Row</th><th>Status</th><th>ImageNet weights</th><th>Trained on</th></tr>{''.join(rows)}</table>
 """
 
 
-def write_index(rows: list[dict], profile: str, total_s: float, out: Path, provenance_block: str = "") -> None:
+def answer_html(out_dir: Path) -> str:
+    """The top of the index page: the generated bottom line (notebook 12), the headline table (05) and the
+    controlled grid's figure, read from this report's results; absent parts say which notebook writes them."""
+    from studylib import headline
+
+    parts = []
+    bottom = out_dir / "results" / "bottom_line.json"
+    if bottom.exists():
+        lines = json.loads(bottom.read_text())["lines"]
+        parts.append('<div class="answer">' + markdown_lines(lines) + "</div>")
+    else:
+        parts.append("<p><i>The answer is written by notebook 12 (12_findings); it has not run in this report.</i></p>")
+    figure = first_figure(out_dir / "12_findings.html")
+    if figure:
+        parts.append(f'<img alt="the controlled grid" style="max-width:100%" src="{figure}">')
+    try:
+        parts.append("<h2>Benchmark table</h2>" + markdown_lines(headline.table(out_dir / "results").splitlines()))
+    except FileNotFoundError:
+        parts.append("<p><i>The benchmark table is written by notebook 05; it has not run in this report.</i></p>")
+    return "\n".join(parts)
+
+
+def markdown_lines(lines: list[str]) -> str:
+    """The few markdown forms the generated text uses (bold, bullet lists, pipe tables) as HTML."""
+    out, in_list, table = [], False, []
+
+    def inline(t: str) -> str:
+        t = html.escape(t)
+        return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+
+    def flush_table():
+        if table:
+            head, *body = [[c.strip() for c in row.strip("|").split("|")] for row in table if not set(row) <= set("|-")]
+            out.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in body)
+                       + "</table>")
+            table.clear()
+
+    for line in lines:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith("- "):
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            out.append(f"<li>{inline(line[2:])}</li>")
+            continue
+        if in_list:
+            out.append("</ul>")
+            in_list = False
+        if line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    flush_table()
+    if in_list:
+        out.append("</ul>")
+    return "\n".join(out)
+
+
+def first_figure(page: Path) -> str | None:
+    """The first embedded PNG of a rendered notebook page (a data: URI), or None."""
+    if not page.exists():
+        return None
+    m = PNG_DATA.search(page.read_text())
+    return m.group(0).replace("\n", "") if m else None
+
+
+def write_index(rows: list[dict], profile: str, total_s: float, out: Path, provenance_block: str = "",
+                mode: str = "") -> None:
     import torch
 
     items = []
@@ -173,27 +278,42 @@ def write_index(rows: list[dict], profile: str, total_s: float, out: Path, prove
                      f"<td>{status}</td><td style='text-align:right'>{r['seconds']:.1f}</td></tr>")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>CIFAR-10: pretrained vs scratch ({profile})</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} td,th{{padding:4px 10px;border-bottom:1px solid #ddd;vertical-align:top}}</style>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} td,th{{padding:4px 10px;border-bottom:1px solid #ddd;vertical-align:top}}
+.answer{{background:#f4f7fb;border-left:4px solid #2b6cb0;padding:0.5em 1.2em}}</style>
 </head><body>
 <h1>How much does a pretrained ImageNet backbone help on CIFAR-10?</h1>
-<p>Profile <b>{html.escape(profile)}</b>. Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on
-{html.escape(platform.processor() or platform.machine())}, Python {platform.python_version()},
-torch {torch.__version__}, {torch.get_num_threads()} threads. Total wall time {total_s:.1f} s.</p>
+{answer_html(out.parent)}
+<h2>The notebooks</h2>
+<p>Profile <b>{html.escape(profile)}</b> ({html.escape(mode)}). Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}
+with Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads.
+Total wall time {total_s / 60:.1f} min.</p>
 <table><tr><th>#</th><th>Notebook</th><th>Summary (computed by this run)</th><th>Status</th><th>Seconds</th></tr>
 {''.join(items)}
 </table>
 {provenance_block}
-<p>Machine-readable results: <a href="results/">results/</a> (benchmark.csv/json, per-model JSON, confusion pairs).
-Timings: <a href="timings.json">timings.json</a>.</p>
+<p>Machine-readable results: <a href="results/">results/</a>. Timings: <a href="timings.json">timings.json</a>.</p>
 </body></html>
 """
     artifacts.write_bytes(out, page.encode())
+
+
+def set_mode(profile: str, retrain: list[str] | None, notebook: str) -> str:
+    """Environment of one notebook's kernel: whether shipped runs are used and whether it may train."""
+    retraining = retrain is not None and (not retrain or any(notebook.startswith(n) for n in retrain))
+    os.environ[runs.USE_SHIPPED_ENV] = "0" if retraining else "1"
+    os.environ[runs.TRAIN_ENV] = "1" if (profile != "full" or retraining) else "0"
+    if retraining:
+        return "retraining into the artifact store"
+    return "training what is missing" if profile != "full" else "shipped runs, no training"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
     ap.add_argument("--only", nargs="+", metavar="NN", help="run only notebooks whose name starts with these")
+    ap.add_argument("--retrain", nargs="*", metavar="NN", default=None,
+                    help="train from scratch into the artifact store instead of using the shipped runs (all "
+                         "notebooks, or only these); never overwrites runs/")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                     help="notebook parameter passed through papermill (repeatable)")
     ap.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision if it is absent")
@@ -213,6 +333,14 @@ def main(argv: list[str] | None = None) -> int:
         params["download"] = True
     notebooks = discover(args.only)
     per_nb = check_params(notebooks, params)
+    if args.profile == "full" and args.retrain is None:
+        try:
+            print(f"{runs.verify_manifest()} shipped files match runs/MANIFEST.json", flush=True)
+        except runs.ShippedRunError as exc:
+            raise SystemExit(f"error: {exc}")
+    if args.retrain is not None:
+        print(estimate.format_table(estimate.stages(args.profile, [nb.name for nb in notebooks], args.retrain)),
+              flush=True)
 
     out_dir = args.reports_dir.resolve()
     for nb_path, nb_params in per_nb.items():  # machine-readable results go next to the HTML
@@ -220,16 +348,21 @@ def main(argv: list[str] | None = None) -> int:
             nb_params["results_dir"] = str((out_dir / "results").resolve())
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch_dir = Path(tempfile.mkdtemp(prefix="run_all_")) if args.publish else out_dir
-    rows, t_start, failed = [], time.perf_counter(), None
+    rows, t_start, failed, modes = [], time.perf_counter(), None, set()
     for i, nb_path in enumerate(notebooks, 1):
-        print(f"[{i}/{len(notebooks)}] {nb_path.name}  profile={args.profile}  {per_nb[nb_path]}", flush=True)
+        mode = set_mode(args.profile, args.retrain, nb_path.name)
+        modes.add(mode)
+        print(f"[{i}/{len(notebooks)}] {nb_path.name}  profile={args.profile}  ({mode})", flush=True)
+        if os.environ[runs.TRAIN_ENV] == "1":
+            runtime.check_machine_load(nb_path.name)
         executed = (scratch_dir if args.publish else out_dir) / nb_path.name
         html_name = nb_path.with_suffix(".html").name
         t0 = time.perf_counter()
         status = "ok"
         try:
-            pm.execute_notebook(str(nb_path), str(executed), parameters=per_nb[nb_path],
-                                cwd=str(config.NOTEBOOKS_DIR), progress_bar=True, log_output=False)
+            pm.execute_notebook(str(nb_path), str(executed), parameters=per_nb[nb_path], cwd=str(config.NOTEBOOKS_DIR),
+                                progress_bar=False, log_output=False, stdout_file=Indented(sys.stdout),
+                                kernel_manager_class=IPCKernelManager)
         except pm.PapermillExecutionError as exc:
             first_line = (exc.source or "").strip().splitlines()[0][:80] if (exc.source or "").strip() else ""
             status = (f"failed in cell {exc.cell_index} of the executed notebook ({first_line!r}): "
@@ -240,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         render_html(executed, out_dir / html_name, hide_code=args.publish)
         rows.append({"notebook": nb_path.name[:2], "title": notebook_title(nb, nb_path.stem), "html": html_name,
                      "summary": notebook_summary(nb), "status": status, "seconds": seconds})
-        print(f"    {status}  {seconds:.1f} s  -> {out_dir / html_name}", flush=True)
+        print(f"    {status}  {seconds:.1f} s  -> {config.display_path(out_dir / html_name)}", flush=True)
         if failed:
             break
     total = time.perf_counter() - t_start
@@ -252,16 +385,17 @@ def main(argv: list[str] | None = None) -> int:
         prov = provenance_html(info)
     except Exception as exc:  # the report still gets written; it says why provenance is missing
         prov = f"<h2>Provenance</h2><p>could not be collected: {html.escape(repr(exc))}</p>"
-    write_index(rows, args.profile, total, out_dir / "index.html", prov)
+    write_index(rows, args.profile, total, out_dir / "index.html", prov, "; ".join(sorted(modes)))
     artifacts.write_json(out_dir / "timings.json", {"profile": args.profile, "total_seconds": total, "notebooks": rows,
-                                                    "provenance": info})
+                                                    "provenance": info, "mode": sorted(modes)})
 
     print("\nTiming summary")
     for r in rows:
         print(f"  {r['notebook']}  {r['seconds']:8.1f} s  {r['status'] if r['status'] != 'ok' else ''}")
-    print(f"  total {total:8.1f} s   report: {out_dir / 'index.html'}")
+    print(f"  total {total:8.1f} s   report: {config.display_path(out_dir / 'index.html')}")
     if failed:
-        print(f"\nFAILED: {failed}\nSee {out_dir / rows[-1]['html']} for the traceback.", file=sys.stderr)
+        print(f"\nFAILED: {failed}\nSee {config.display_path(out_dir / rows[-1]['html'])} for the traceback.",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -167,7 +167,7 @@ def test_demo_notebook_in_jupyterlab(quick_models, tmp_path):
 
                 widget = page.locator(".study-demo-output").first
                 rows = widget.locator("tr.study-demo-row")
-                assert rows.count() == len(deploy.STUDY_MODELS)
+                assert rows.count() == len(deploy.ROWS)
                 text = widget.inner_text()
                 for label in expected_labels:
                     assert label in text
@@ -196,7 +196,7 @@ def test_demo_notebook_in_jupyterlab(quick_models, tmp_path):
                 page.locator("button.study-demo-compare").click()
                 page.locator(".study-demo-status", has_text="Compared").wait_for(timeout=120_000)
                 assert "uploaded: photo.jpg" in page.locator(".study-demo-status").first.inner_text()
-                assert widget.locator("tr.study-demo-row").count() == len(deploy.STUDY_MODELS)
+                assert widget.locator("tr.study-demo-row").count() == len(deploy.ROWS)
                 page.locator(".study-demo").first.screenshot(path=str(ARTIFACTS / "07_demo_upload.png"))
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "07_demo_failure.png"))

@@ -10,7 +10,7 @@ def _results(tmp_path):
     res.mkdir(parents=True)
     rows = [{"Model": "Custom CNN", "Strategy": "from scratch", "Status": "ok", "Accuracy (%)": 77.5,
              "CI low (%)": 76.67, "CI high (%)": 78.31, "Reference Accuracy (%)": 48.4, "Trainable Params": 2462282,
-             "Total Params": 2462282, "CPU Latency fp32 (ms)": 3.21},
+             "Total Params": 2462282, "CPU Latency fp32 (ms)": 3.21, "Trained on": "cpu (AMD EPYC, 2 threads)"},
             {"Model": "ResNet-18", "Strategy": "frozen ImageNet backbone + linear head",
              "Status": "not run: no pretrained weights", "Accuracy (%)": float("nan"),
              "Reference Accuracy (%)": 87.48, "Trainable Params": 5130, "Total Params": 11181642}]
@@ -23,8 +23,9 @@ def _results(tmp_path):
 
 def test_table_from_results(tmp_path):
     table = headline.table(_results(tmp_path))
-    assert "| Custom CNN | from scratch | **77.50%** (76.67–78.31) | 48.40% | 2,462,282 / 2,462,282 | 3.2 ms | ok |" in table
-    assert "| ResNet-18 |" in table and "| – | 87.48% | 5,130 / 11,181,642 | – | not run: no pretrained weights |" in table
+    assert ("| Custom CNN | from scratch | **77.50%** (76.67–78.31) | 48.40% | 2,462,282 / 2,462,282 | 3.2 ms | "
+            "cpu (AMD EPYC, 2 threads) | ok |") in table
+    assert "| ResNet-18 |" in table and "| – | 87.48% | 5,130 / 11,181,642 | – | – | not run: no pretrained weights |" in table
     assert "**10.0 min** wall time (per notebook, min: 01 1.0, 05 9.0)" in table and "Test CPU, 2 threads" in table
 
 

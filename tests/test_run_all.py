@@ -16,8 +16,8 @@ def test_unknown_parameter_rejected():
 
 
 def test_wrong_parameter_type_rejected():
-    with pytest.raises(SystemExit, match="seed='x' is str.*declares it as int"):
-        run_all.main(["--only", "01", "-p", "seed='x'"])
+    with pytest.raises(SystemExit, match="grid_seed='x' is str.*declares it as int"):
+        run_all.main(["--only", "01", "-p", "grid_seed='x'"])
 
 
 def test_unknown_only_rejected():
@@ -51,36 +51,76 @@ def test_failing_notebook_is_named(tmp_path, monkeypatch):
     assert re.search(r"failed in cell 3 of the executed notebook \(.*raise ValueError.*\): ValueError: broken on purpose", index)
 
 
+def _env(**extra):
+    import os
+    return {**os.environ, **extra}
+
+
+def _forbidden_paths(real_data_dir, store) -> list[str]:
+    return [str(store), str(config.artifacts_dir()), str(real_data_dir), str(real_data_dir.parent)]
+
+
 @pytest.mark.e2e
-def test_quick_pipeline_end_to_end(quick_models, tmp_path):
-    # Every notebook on the quick profile, on the session's quick store: the scratch and transfer
-    # runs the store already holds are reused (the same functions the notebooks call trained them),
-    # everything else (evaluation, confusion, demo, the extra experiments) is computed here.
-    out = tmp_path / "reports"
+def test_quick_pipeline_end_to_end(real_data_dir, tmp_path):
+    """Every notebook on the quick profile in a fresh artifact store (trains the tiny models): results files,
+    per-epoch progress in the terminal, the answer first on the index page, no machine paths anywhere."""
+    out, store = tmp_path / "reports", tmp_path / "store"
     proc = subprocess.run([sys.executable, str(config.PROJ_ROOT / "run_all.py"), "--profile", "quick",
-                           "--reports-dir", str(out)], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+                           "--reports-dir", str(out)], capture_output=True, text=True, cwd=tmp_path,
+                          env=_env(STUDY_ARTIFACTS=str(store), CIFAR10_DIR=str(real_data_dir), STUDY_WEIGHTS_OFFLINE="1"))
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     assert "Timing summary" in proc.stdout
+    assert re.search(r"\| epoch  2/2  train loss [\d.]+ acc [\d.]+  test loss [\d.]+ acc [\d.]+ .* ETA 0\.0 min",
+                     proc.stdout)  # per-epoch progress reaches the terminal while notebooks train
+    assert "running over TCP without encryption" not in proc.stdout + proc.stderr
     html01 = (out / "01_data.html").read_text()
-    assert "0.4914, 0.4822, 0.4465" in html01 and "image/png" in html01  # computed mean + the class grid
-    executed = nbformat.read(out / "01_data.ipynb", as_version=4)
-    assert any("quick" in str(c.source) for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "0.4914, 0.4822, 0.4465" in html01 and "image/png" in html01
     index = (out / "index.html").read_text()
+    assert index.index("Same network, only the initialisation changed") < index.index("Benchmark table") \
+        < index.index("The notebooks") < index.index("Provenance")  # the answer leads
     for nb_path in sorted(config.NOTEBOOKS_DIR.glob(run_all.NOTEBOOK_GLOB)):
-        assert nb_path.with_suffix(".html").name in index
-        assert (out / nb_path.with_suffix(".html").name).exists()
+        assert nb_path.with_suffix(".html").name in index and (out / nb_path.with_suffix(".html").name).exists()
     timings = json.loads((out / "timings.json").read_text())
-    assert all(row["status"] == "ok" and row["summary"] for row in timings["notebooks"])  # every notebook summarised
-    assert re.search(r"custom_cnn \(quick profile\): \d+\.\d\d% test accuracy \(500 images, 2 epochs", index)
-    assert "3,195,146" in (out / "04_vit.html").read_text()
+    assert all(row["status"] == "ok" and row["summary"] for row in timings["notebooks"])
+    assert "3,195,146" in (out / "04_vit.html").read_text() and "post-norm" in (out / "04_vit.html").read_text()
     results = out / "results"
-    bench = json.loads((results / "benchmark.json").read_text())
-    rows = {r["key"]: r for r in bench["rows"]}
+    rows = {r["key"]: r for r in json.loads((results / "benchmark.json").read_text())["rows"]}
     assert rows["resnet18"]["Status"] == "not run: no pretrained weights" and rows["resnet18"]["Total Params"] == 11181642
-    assert rows["custom_cnn"]["Status"] == "ok" and rows["custom_cnn"]["CI low (%)"] < rows["custom_cnn"]["Accuracy (%)"]
-    assert (results / "models" / "mobilenet_v2.json").exists() and (results / "int8.csv").exists()
-    assert (results / "confusion_pairs.csv").read_text().count("\n") == 6  # header + top-5 pairs
-    assert "Provenance" in index and "sha256" in index and "ImageNet weights" in index
+    assert rows["custom_cnn_refcode"]["Status"] == "ok" and rows["custom_cnn"]["CI low (%)"] < rows["custom_cnn"]["Accuracy (%)"]
+    for name in ("controlled_grid.csv", "paired_tests.csv", "controlled_predictions.npz", "int8.csv", "reevaluation.csv",
+                 "confusion_pairs.csv", "bottom_line.json", "reconciliation.csv", "transfer_flip.csv"):
+        assert (results / name).exists(), name
+    pairs = (results / "confusion_pairs.csv").read_text()
+    assert "the reference's fixed list (HARD_PAIRS)" in pairs and "share of its errors" in pairs
+    forbidden = _forbidden_paths(real_data_dir, store)
+    for f in out.rglob("*"):
+        if f.is_file() and f.suffix in (".html", ".json", ".csv", ".ipynb"):
+            text = f.read_text(errors="ignore")
+            assert not any(p in text for p in forbidden), f"{f.name} shows a machine path"
+
+
+@pytest.mark.e2e
+def test_shipped_mode_refuses_an_altered_shipped_file(real_data_dir, tmp_path):
+    """A fresh copy of the project with one shipped file altered: the default run stops before any notebook,
+    naming the file; the untouched copy passes the same check."""
+    import shutil
+
+    if not (config.SHIPPED_RUNS_DIR / "MANIFEST.json").exists():
+        pytest.skip("no shipped runs in this checkout")
+    copy = tmp_path / "project"
+    shutil.copytree(config.PROJ_ROOT, copy, ignore=shutil.ignore_patterns(".venv", "artifacts", "reports", ".git",
+                                                                          "test-artifacts", "data"))
+    env = _env(CIFAR10_DIR=str(real_data_dir), STUDY_ARTIFACTS=str(tmp_path / "store"), PYTHONPATH=str(copy))
+    ok = subprocess.run([sys.executable, "run_all.py", "--only", "01", "--reports-dir", str(tmp_path / "ok")],
+                        cwd=copy, capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and "shipped files match runs/MANIFEST.json" in ok.stdout, ok.stderr[-3000:]
+    victim = next(p for p in sorted((copy / "runs").rglob("metrics.json")))
+    victim.write_text(victim.read_text().replace('"test_acc": 0.', '"test_acc": 0.9'))
+    bad = subprocess.run([sys.executable, "run_all.py", "--reports-dir", str(tmp_path / "bad")], cwd=copy,
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode != 0
+    assert f"runs/{victim.relative_to(copy / 'runs').as_posix()}" in bad.stderr and "altered" in bad.stderr
+    assert not (tmp_path / "bad" / "index.html").exists()
 
 
 def test_published_figures_are_recompressed_and_still_decode():
