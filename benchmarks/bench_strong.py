@@ -1,142 +1,112 @@
-#!/usr/bin/env python
-"""CPU speed of the strong recipe (studylib.strong) against the reference Custom CNN, same process.
+"""The strong recipe's CPU target, measured directly: one whole run, timed from the data to the test accuracy.
 
-Baseline: the reference protocol's Custom CNN training step (Adam, bf16 autocast, channels_last,
-batch 128, studylib's batched augmentation). Measured: the strong recipe's training step (its own
-batch of 1024, bf16 autocast, channels_last, flips + translation, Nesterov SGD) and its TTA
-inference. Both on random uint8 images (speed does not depend on pixel values). Prints images/s,
-the ratio, and the wall time the full runs extrapolate to on this machine:
-  strong: 10 epochs x 48 steps x 1024 images + 10,000 test images x 6 TTA passes (level 2)
-  Custom CNN: 15 epochs x 50,000 images + 15 test passes of 10,000 images
-and writes them to <artifacts>/bench/strong_cpu.json for notebook 08.
+``--full-run`` trains studylib.recipes.strong once (seed 0; the full profile: 10 epochs over the 50,000
+training images, bf16 autocast, then the 10,000 test images without and with TTA) on this machine's CPU
+with ``--threads`` torch threads, and times it end to end: loading the CIFAR-10 files, whitening
+initialisation, training, evaluation. It runs in a throw-away artifact store ($STUDY_ARTIFACTS pointed
+at a fresh temporary folder and shipped runs ignored, both restored afterwards, the folder deleted):
+nothing is reused, nothing is left behind, and it never stands in for the runs notebook 08 reports.
 
-``--full-run`` measures the issue's target directly instead of extrapolating: one complete
-full-profile run of the recipe on this CPU (data loading, whitening, 10 epochs, TTA evaluation),
-timed end to end, in a throw-away artifact store (so it never stands in for the GPU runs that
-notebook 08 reads). Its test accuracy and wall time go to
-<artifacts>/bench/strong_cpu_run-<profile>.json (``--profile quick``: a seconds-long smoke run).
+Writes benchmarks/results/strong_full_run-<cpu>-<UTC date>.json ($BENCH_RESULTS_DIR overrides the
+folder) with test_acc (WITHOUT TTA, the study's number), test_acc_tta, wall_seconds, train_seconds,
+images_per_s, the target (config.grid("strong"): cpu_target_acc, cpu_target_minutes) and target_met;
+notebook 08 reads it with studylib.benchmarks_results.latest("strong_full_run"). Another profile
+(``--profile quick``: a check of the script, seconds) is written as strong_<profile>_run-*.json, so
+notebook 08 never takes it for the full run, and its target_met is null (the target is the full run's).
 
-    python benchmarks/bench_strong.py --steps 20        # steps timed per model, after 2 warm-up steps
-    python benchmarks/bench_strong.py --full-run        # ~15-20 min on 2 quiet cores
+    python -m benchmarks.bench_strong --full-run                        # ~15-20 min on 2 quiet cores
+    python -m benchmarks.bench_strong --full-run --profile quick --threads 1
+
+(The old step-rate comparison with the Custom CNN is gone: benchmarks.bench_limits measures every
+training stage against the machine's limits, and studylib.estimate times the strong step.)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
+from pathlib import Path
+from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
-from studylib import artifacts, config, models, strong, train
-
-
-def time_steps(step, n_steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(n_steps):
-        step()
-    return time.perf_counter() - t0
+from benchmarks import timing
+from studylib import config, runs, runtime
+from studylib.recipes import strong
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    ap.add_argument("--steps", type=int, default=20, help="timed steps per model (after 2 warm-up steps)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--full-run", action="store_true", help="time one complete full-profile run instead")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the --full-run")
-    ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full", help="profile of the --full-run")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.full_run:
-        return full_run(args.profile, args.seed, args.threads)
-    dev = torch.device("cpu")
-    gen = torch.Generator().manual_seed(0)
-    h = strong.HYP
-
-    # Baseline: the reference Custom CNN step.
-    cfg = config.get_profile("full")
-    cnn = models.build_model("custom_cnn").to(memory_format=torch.channels_last)
-    aug = train.scratch_augment(cfg)
-    opt = torch.optim.Adam(cnn.parameters(), lr=1e-3, weight_decay=1e-4)
-    xb = torch.randint(0, 256, (cfg["batch_size"], 3, 32, 32), dtype=torch.uint8, generator=gen)
-    yb = torch.randint(0, 10, (cfg["batch_size"],), generator=gen)
-
-    def cnn_step():
-        batch = aug(xb, yb, gen)
-        with train.autocast(dev, "bf16"):
-            out = cnn(batch.images.contiguous(memory_format=torch.channels_last))
-        loss = F.cross_entropy(out.float(), batch.labels_a)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    cnn_s = time_steps(cnn_step, args.steps)
-    cnn_ips = args.steps * cfg["batch_size"] / cnn_s
-
-    # The strong recipe's step.
-    net = strong.strong_cnn().to(memory_format=torch.channels_last)
-    sopt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01, momentum=0.85, nesterov=True)
-    xs = torch.randint(0, 256, (h["batch_size"], 3, 32, 32), dtype=torch.uint8, generator=gen)
-    ys = torch.randint(0, 10, (h["batch_size"],), generator=gen)
-
-    def strong_step():
-        x = strong.random_translate(strong.normalize(xs.flip(-1)), h["translate"], gen)
-        with train.autocast(dev, h["precision"]):
-            out = net(x.contiguous(memory_format=torch.channels_last))
-        loss = F.cross_entropy(out.float(), ys, label_smoothing=h["label_smoothing"], reduction="sum")
-        sopt.zero_grad(set_to_none=True)
-        loss.backward()
-        sopt.step()
-
-    strong_steps = max(2, args.steps // 4)  # a 1024-image step is 8x a 128-image one
-    strong_s = time_steps(strong_step, strong_steps, warmup=1)
-    strong_ips = strong_steps * h["batch_size"] / strong_s
-    t0 = time.perf_counter()
-    strong.predict_tta(net, xs, dev, h["tta_level"], h["precision"], batch_size=512)
-    tta_ips = len(xs) / (time.perf_counter() - t0)
-
-    strong_train_images = h["epochs"] * (50_000 // h["batch_size"]) * h["batch_size"]
-    strong_wall = strong_train_images / strong_ips + 10_000 / tta_ips
-    cnn_wall = 15 * 50_000 / cnn_ips
-    result = {"threads": args.threads, "cnn_steps": args.steps, "strong_steps": strong_steps,
-              "custom_cnn_train_images_per_s": cnn_ips, "strong_train_images_per_s": strong_ips,
-              "strong_tta_test_images_per_s": tta_ips, "strong_vs_cnn_speed_ratio": strong_ips / cnn_ips,
-              "strong_full_run_s_extrapolated": strong_wall, "custom_cnn_full_train_s_extrapolated": cnn_wall,
-              "environment": train.environment()}
-    print(f"Custom CNN (baseline) train: {cnn_ips:7.1f} images/s -> 15 epochs x 50,000 = {cnn_wall / 60:.1f} min")
-    print(f"strong recipe train:       {strong_ips:7.1f} images/s ({strong_ips / cnn_ips:.2f}x the baseline), "
-          f"TTA test {tta_ips:.1f} images/s -> full run {strong_wall / 60:.1f} min on {args.threads} threads")
-    path = artifacts.write_json(config.artifacts_dir() / "bench" / "strong_cpu.json", result)
-    print(f"wrote {path}")
-
-
-def full_run(profile: str, seed: int, threads: int) -> None:
-    """One whole strong run of ``profile`` on the CPU, timed end to end (what the 20-min target means)."""
-    out = config.artifacts_dir() / "bench" / f"strong_cpu_run-{profile}.json"
-    previous = os.environ.get(config.ARTIFACTS_DIR_ENV)
-    with tempfile.TemporaryDirectory(prefix="strong-cpu-run-") as store:
-        os.environ[config.ARTIFACTS_DIR_ENV] = store  # a fresh store: nothing reused, nothing left behind
+@contextlib.contextmanager
+def throwaway_store() -> Iterator[Path]:
+    """For the block: $STUDY_ARTIFACTS = a fresh temporary folder and shipped runs ignored; afterwards both
+    variables restored and the folder deleted."""
+    names = (config.ARTIFACTS_DIR_ENV, runs.USE_SHIPPED_ENV)
+    saved = {k: os.environ.get(k) for k in names}
+    with tempfile.TemporaryDirectory(prefix="strong-full-run-") as store:
+        os.environ[config.ARTIFACTS_DIR_ENV] = store
+        os.environ[runs.USE_SHIPPED_ENV] = "0"  # a shipped run with the same key must not be "reused"
         try:
-            t0 = time.perf_counter()
-            m = strong.train_strong(profile, seed=seed, device="cpu", progress=False)
-            wall = time.perf_counter() - t0
+            yield Path(store)
         finally:
-            if previous is None:
-                os.environ.pop(config.ARTIFACTS_DIR_ENV)
-            else:
-                os.environ[config.ARTIFACTS_DIR_ENV] = previous
-    result = {"profile": profile, "seed": seed, "threads": threads, "wall_seconds": wall, "train_seconds": m["train_seconds"],
-              "tta_seconds": m["tta_seconds"], "test_acc": m["test_acc"], "test_acc_no_tta": m["test_acc_no_tta"],
-              "test_n": m["test_n"], "epochs": m["epochs"], "steps": m["steps"], "images_per_s": m["images_per_s"],
-              "hyp": m["key"]["hyp"], "environment": m["environment"]}
-    print(f"strong recipe, {profile} profile, seed {seed}, CPU {threads} threads: {100 * m['test_acc']:.2f}% with TTA "
-          f"({100 * m['test_acc_no_tta']:.2f}% without) in {wall / 60:.1f} min wall "
-          f"({m['train_seconds'] / 60:.1f} min training at {m['images_per_s']:.0f} images/s)")
-    print(f"wrote {artifacts.write_json(out, result)}")
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def timed_run(profile: str, seed: int) -> tuple[dict, float]:
+    """(metrics of one fresh strong run, wall seconds from loading the data to the finished run)."""
+    with throwaway_store():
+        t0 = time.perf_counter()
+        run = strong.job(profile, seed=seed, device="cpu", progress=False).train()  # job() loads the data
+        wall = time.perf_counter() - t0
+        return dict(run.metrics), wall  # read before the store is deleted
+
+
+def full_run(profile: str, seed: int, threads: int) -> dict:
+    """Train, time, and describe one run (the payload written to the results file)."""
+    h = config.recipe("strong", profile, seed=seed)
+    g = config.grid("strong")  # the target is stated for the full profile
+    load_note = runtime.check_machine_load("bench_strong --full-run")
+    m, wall = timed_run(profile, seed)
+    batch = min(h["batch_size"], m["train_n"])  # the recipe's step size (smaller only for tiny subsets)
+    met = None
+    if profile == "full":
+        met = bool(m["test_acc"] >= g["cpu_target_acc"] and wall <= 60 * g["cpu_target_minutes"])
+    return {"profile": profile, "seed": seed, "threads": threads,
+            "test_acc": m["test_acc"], "test_acc_tta": m["test_acc_tta"], "tta_level": m["tta_level"],
+            "wall_seconds": wall, "train_seconds": m["train_seconds"],
+            "images_per_s": m["steps"] * batch / m["train_seconds"],  # training images per second
+            "train_n": m["train_n"], "test_n": m["test_n"], "epochs": m["epochs"], "steps": m["steps"],
+            "target": {"cpu_target_acc": g["cpu_target_acc"], "cpu_target_minutes": g["cpu_target_minutes"]},
+            "target_met": met, "machine_load_note": load_note, "environment": m["environment"],
+            "recipe": {k: v for k, v in h.items() if k != "label"}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--full-run", action="store_true", required=True, help="train and time one whole run")
+    ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (the study's CPU target: 2)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    result = full_run(args.profile, args.seed, args.threads)
+    t = result["target"]
+    verdict = ("met" if result["target_met"] else "NOT met") if result["target_met"] is not None else \
+        "not judged (the target is the full profile's)"
+    print(f"strong recipe, {args.profile} profile, seed {args.seed}, CPU {args.threads} threads: "
+          f"{100 * result['test_acc']:.2f}% without TTA ({100 * result['test_acc_tta']:.2f}% with) in "
+          f"{result['wall_seconds'] / 60:.1f} min wall ({result['train_seconds'] / 60:.1f} min training at "
+          f"{result['images_per_s']:.0f} images/s); target >= {100 * t['cpu_target_acc']:.0f}% in <= "
+          f"{t['cpu_target_minutes']} min: {verdict}")
+    # Limits measured after the run, at the run's thread count (quick ones for a non-full check).
+    limits = timing.machine_limits(quick=args.profile != "full")
+    name = "strong_full_run" if args.profile == "full" else f"strong_{args.profile}_run"
+    print(f"wrote {timing.write_results(name, result, limits=limits)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+"""benchmarks/: run as a user runs them (``python -m benchmarks.<name>`` in a subprocess, 1 thread), their
+JSON written to a temporary folder ($BENCH_RESULTS_DIR) and checked; plus the grouped-convolution FLOP
+count of benchmarks.timing. Each subprocess takes well under a minute on 2 cores."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from benchmarks import timing
+from studylib import config, weights
+
+SHARED = config.PROJ_ROOT.parent / "shared"
+WEIGHTS_DIR = os.environ.get(weights.WEIGHTS_DIR_ENV) or str(SHARED / "weights")
+LIMIT_STAGES = {"custom_cnn train", "vit_small train", "custom_cnn eval", "vit_small eval", "extract mobilenet_v2_float",
+                "extract efficientnet_lite0", "head train", "finetune mobilenet_v2_float", "int8 custom_cnn batch 1",
+                "int8 custom_cnn batch 64"}
+
+
+def run_benchmark(module: str, args: list[str], tmp_path: Path, data_dir: Path | None = None) -> tuple[dict, Path]:
+    """Run ``python -m benchmarks.<module> args`` with results, artifact store and temp files under tmp_path;
+    returns (the one JSON result it wrote, the artifact store folder)."""
+    results, store, tmp = tmp_path / "results", tmp_path / "store", tmp_path / "tmp"
+    store.mkdir()
+    tmp.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", timing.RESULTS_DIR_ENV: str(results),
+           config.ARTIFACTS_DIR_ENV: str(store), weights.WEIGHTS_DIR_ENV: WEIGHTS_DIR, weights.OFFLINE_ENV: "1",
+           "TMPDIR": str(tmp)}
+    if data_dir is not None:
+        env[config.DATA_DIR_ENV] = str(data_dir)
+    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args], cwd=config.PROJ_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    written = sorted(results.glob("*.json"))
+    assert len(written) == 1, written
+    assert not list(tmp.glob("strong-full-run-*")), "bench_strong left its temporary store behind"
+    return json.loads(written[0].read_text()), store
+
+
+def positive(v) -> bool:
+    return isinstance(v, (int, float)) and v > 0 and math.isfinite(v)
+
+
+@pytest.mark.e2e  # runs a whole benchmark script (the strong one trains a quick model)
+def test_bench_limits_smoke(tmp_path):
+    # random images: no CIFAR-10 needed; ImageNet weights where found, else untrained (speed is the same)
+    record, store = run_benchmark("bench_limits", ["--smoke", "--threads", "1"], tmp_path)
+    assert record["name"] == "limits_smoke" and record["smoke"] is True and record["threads"] == 1
+    assert record["machine"]["cpu_model"] and record["machine"]["threads"] == 1
+    stages = {r["stage"]: r for r in record["stages"]}
+    assert set(stages) == LIMIT_STAGES
+    for name, r in stages.items():
+        for key in ("images_per_s", "flops_per_image", "gflops", "fraction_of_limit", "implied_minutes"):
+            assert positive(r[key]), (name, key, r[key])
+    # forward + backward of a plain CNN is 3 forwards less the first layer's input gradient
+    ratio = stages["custom_cnn train"]["flops_per_image"] / stages["custom_cnn eval"]["flops_per_image"]
+    assert 2.9 < ratio <= 3.0
+    assert stages["int8 custom_cnn batch 64"]["batch"] == 64 and stages["int8 custom_cnn batch 1"]["batch"] == 1
+    floor = record["floor_01_07"]
+    assert positive(floor["floor_minutes"]) and floor["implied_minutes"] >= floor["floor_minutes"]
+    assert "finetune mobilenet_v2_float" not in floor["stages"]  # notebook 12, not 01-07
+    assert list(store.iterdir()) == []  # a benchmark writes nothing into the artifact store
+
+
+@pytest.mark.e2e  # runs a whole benchmark script (the strong one trains a quick model)
+def test_bench_strong_quick_full_run(tmp_path, real_data_dir):
+    record, store = run_benchmark("bench_strong", ["--full-run", "--profile", "quick", "--threads", "1"], tmp_path,
+                                  real_data_dir)
+    assert record["name"] == "strong_quick_run"  # never strong_full_run: notebook 08 must not read it as the full run
+    assert record["profile"] == "quick" and record["seed"] == 0 and record["threads"] == 1
+    assert 0 <= record["test_acc"] <= 1 and 0 <= record["test_acc_tta"] <= 1
+    assert record["wall_seconds"] > record["train_seconds"] > 0 and positive(record["images_per_s"])
+    assert record["target"] == {k: config.grid("strong")[k] for k in ("cpu_target_acc", "cpu_target_minutes")}
+    assert record["target_met"] is None  # the target is the full profile's
+    assert record["machine"]["cpu_model"] and record["machine"]["threads"] == 1 and record["written_utc"]
+    assert list(store.iterdir()) == []  # the run trained in a throw-away store, deleted afterwards
+
+
+def test_grouped_conv_backward_flops_are_not_overcounted():
+    """torch's FlopCounterMode counts a grouped conv's weight gradient `groups` times over; timing corrects it."""
+    x = torch.randn(1, 32, 8, 8)  # input needs no grad: backward = the weight gradient only
+    for groups in (1, 32):
+        conv = nn.Conv2d(32, 32, 3, padding=1, groups=groups, bias=False)
+        forward = timing.flops_per_example(conv, x, backward=False)
+        assert forward == 2 * 9 * (32 // groups) * 32 * 8 * 8
+        assert timing.flops_per_example(conv, x, backward=True) == 2 * forward
+        assert timing.flops_per_example(conv, x.clone().requires_grad_(True), backward=True) == 3 * forward
