@@ -1,0 +1,131 @@
+"""Generated tables and text (studylib.report), on toy inputs: every one must follow its inputs, and say
+"not measured" rather than invent a number."""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from studylib import config, report, stats
+from studylib.recipes import finetune
+
+
+def test_deviations_table_lists_every_difference_from_the_configuration():
+    table = report.deviations_table()
+    assert {"drop_last", "normalize.std", "augment.cutout_after_normalize", "augment.mixup_alpha",
+            "custom_cnn.linear_init", "vit_small.norm_first", "vit_small.dropout", "vit_small.layer_init"} == set(table.index)
+    assert table.loc["augment.mixup_alpha", "study"] == "0.2" and table.loc["augment.mixup_alpha", "reference_code"] == "1.0"
+    assert "cell 6" in table.loc["drop_last", "reference code"]
+    assert set(report.deviations_table(models=["custom_cnn"]).index) == set(table.index) - {
+        "vit_small.norm_first", "vit_small.dropout", "vit_small.layer_init"}
+
+
+def test_deviations_table_shows_a_new_difference_it_has_no_note_for():
+    recipes = copy.deepcopy(config.RECIPES)
+    recipes["reference_code"]["optimizer"]["weight_decay"] = 5e-4
+    recipes["reference_code"]["new_setting"] = "x"
+    table = report.deviations_table(recipes=recipes)
+    assert table.loc["optimizer.weight_decay", "study"] == "0.0001"
+    assert table.loc["optimizer.weight_decay", "reference_code"] == "0.0005"
+    assert table.loc["new_setting", "study"] == "—" and table.loc["new_setting", "reference code"] == ""
+
+
+def test_controlled_cells_of_a_column_differ_only_in_the_initialisation():
+    for training in ("probe", "finetune"):
+        a = config.flatten(finetune.cell_config(training, "imagenet"))
+        b = config.flatten(finetune.cell_config(training, "random"))
+        assert {k for k in a if a[k] != b.get(k)} == {"init"}
+    assert finetune.cell_config("finetune", "imagenet")["recipe"]["epochs"] == 15
+
+
+def test_verdicts_need_seeds_and_a_margin():
+    assert report.verdict([0.775], 48.40)["verdict"].startswith("one seed: +29.10 points")
+    v = report.verdict([0.770, 0.775, 0.780], 48.40)
+    assert v["verdict"].startswith("contradicted") and v["seeds"] == 3 and v["mean_pct"] == pytest.approx(77.5)
+    assert report.verdict([0.6225, 0.6230, 0.6235], 62.30)["verdict"].startswith("consistent")
+    assert report.verdict([0.60, 0.63, 0.66], 62.30)["verdict"].startswith("inconclusive")
+
+
+def _row(diff, low, high, p=0.01):
+    return {"difference": diff, "low": low, "high": high, "p_value": p}
+
+
+def test_bottom_line_from_a_toy_summary():
+    cells = {"probe/imagenet": report.cell_summary([0.80, 0.81], [60, 60]),
+             "probe/random": report.cell_summary([0.40, 0.42], [60, 60]),
+             "finetune/imagenet": report.cell_summary([0.93, 0.94], [3000, 3000]),
+             "finetune/random": report.cell_summary([0.88, 0.89], [3000, 3000])}
+    s = {"network": "MobileNetV2 (float weights)", "size": 64, "train_images": 50000, "cells": cells,
+         "init_effect": {"probe": _row(0.395, 0.30, 0.49, 1e-9), "finetune": _row(0.05, 0.04, 0.06, 1e-5)},
+         "small": {"train_images": 1000, "probe": _row(0.30, 0.2, 0.4), "finetune": _row(0.20, 0.1, 0.3)},
+         "strong": report.cell_summary([0.933, 0.935], [1000, 1000]),
+         "strong_vs": {"finetune": _row(0.002, -0.001, 0.005, 0.3), "probe": _row(-0.13, -0.14, -0.12, 1e-9)}}
+    lines = report.bottom_line(s)
+    assert 5 <= len(lines) <= 8
+    text = "\n".join(lines)
+    assert "MobileNetV2 (float weights) at 64 px, 50,000 training images" in text
+    assert "ImageNet 80.50% (2 seeds) vs random init 41.00% (2 seeds)" in text
+    assert "+39.50 points (95% CI 30.00 to 49.00; McNemar p < 0.001)" in text
+    assert "With 1,000 labelled images" in text and "+20.00 points" in text
+    assert "93.40% over 2 seed(s)" in text and "finetune, imagenet 50 min" in text
+    assert "not measured" not in text
+
+
+def test_bottom_line_says_not_measured_for_missing_parts():
+    s = {"network": "N", "size": 64, "train_images": 50000,
+         "cells": {"probe/imagenet": report.cell_summary([0.8]), "probe/random": report.cell_summary([])},
+         "init_effect": {"probe": None, "finetune": None}, "small": None, "strong": None}
+    text = "\n".join(report.bottom_line(s))
+    assert "random init not measured" in text and "ImageNet minus random: not measured" in text
+    assert "80.00% (1 seed)" in text and "Small data**: not measured" in text
+    assert "best from-scratch recipe**: not measured" in text
+    assert not any(ch.isdigit() for ch in text.split("Trained end to end")[1].split("\n")[0].replace("**", ""))
+
+
+def test_crossings_find_the_first_size_where_scratch_reaches_another_curve():
+    curve = pd.DataFrame({"label": ["s"] * 3 + ["p"] * 3, "train_images": [100, 1000, 10000] * 2,
+                          "mean": [0.2, 0.6, 0.9, 0.5, 0.7, 0.8]})
+    c = report.crossings(curve, ["s"]).iloc[0]
+    assert c["first size where scratch >= other"] == 10000 and c["gap at the largest common size (points)"] == 10.0
+    never = report.crossings(curve.assign(mean=[0.1, 0.1, 0.1, 0.5, 0.5, 0.5]), ["s"]).iloc[0]
+    assert never["first size where scratch >= other"] == "none measured"
+
+
+def test_pair_tables_count_both_directions_and_share_of_errors():
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    cm = np.eye(10, dtype=int) * 90
+    cm[3, 5], cm[5, 3], cm[9, 1] = 6, 4, 10  # cat->dog 6, dog->cat 4, truck->automobile 10: 20 errors
+    t = report.pair_table({"m": cm}, {"m": "Model"}, classes, [("cat", "dog"), ("truck", "automobile")])
+    assert t.loc["cat ↔ dog", "Model"] == 10 and t.loc["cat ↔ dog", "Model: share of its errors (%)"] == 50.0
+    ref = report.reference_pairs_table({"m": cm}, {"m": "Model"}, classes)
+    assert ref.loc["cat ↔ dog", "reference transfer (86.91% MobileNetV2)"] == 243 and ref.loc["cat ↔ dog", "Model"] == 10
+    assert list(ref.index)[:2] == ["truck ↔ automobile", "ship ↔ airplane"]
+
+
+def test_paired_statements_match_stats():
+    row = stats.compare("a", [np.array([0, 1, 1, 0])], "b", [np.array([1, 1, 1, 0])], np.array([1, 1, 1, 0]))
+    assert report._diff(row) == stats.format_difference(row) and report._diff(None) == "not measured"
+
+
+def test_reevaluation_fails_loudly_naming_the_row_and_both_numbers(artifact_root):
+    import torch
+    from torch import nn
+
+    from studylib import data, deploy, runs
+
+    class Constant(nn.Module):
+        def forward(self, x):
+            return nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
+
+    test = data.CifarSplit(torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.tensor([0] * 5 + [1] * 5),
+                           tuple(map(str, range(10))), "test")
+    run = runs.Run("scratch", "custom_cnn", {"t": 1}, "quick")
+    run.finish({"test_acc": 0.5}, predictions={"pred": np.zeros(10, np.uint8)})
+    rows = {"custom_cnn": deploy.Deployed(deploy.ROW["custom_cnn"], deploy.OK, Constant(), run)}
+    table, logits = report.reevaluate(rows, test, 0.05)
+    assert table.loc["Custom CNN (study recipe)", "recomputed (%)"] == 50.0 and logits["custom_cnn"].shape == (10, 10)
+    assert table.loc["Custom CNN (study recipe)", "same prediction as recorded (%)"] == 100.0
+    run.finish({"test_acc": 0.6}, predictions={"pred": np.zeros(10, np.uint8)})
+    with pytest.raises(report.ReevaluationError, match=r"Custom CNN \(study recipe\): recorded 60.00%, recomputed 50.00%"):
+        report.reevaluate(rows, test, 0.05)
