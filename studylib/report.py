@@ -295,7 +295,8 @@ def benchmark_table(rows: dict, logits: dict, test_labels, timings: dict) -> pd.
                         "Trained on": runtime.device_label(m), "Train precision": m.get("precision"),
                         "Torch (training)": m.get("environment", {}).get("torch"),
                         "CUDA (training)": m.get("environment", {}).get("cuda"),
-                        "Weights": (d.weights or {}).get("file"), "Run": d.run.id})
+                        "Weights": (d.weights or {}).get("file"), "Run": d.run.id,
+                        "Weights note": WEIGHTS_NOTES.get(d.row.model, "")})
         else:
             counts = deploy.architecture_counts(key)
             rec.update({"Trainable Params": counts["trainable"], "Total Params": counts["total"]})
@@ -793,7 +794,7 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
     every row; dynamic INT8 (int8 linears) for the scratch rows (a transfer row's only linear is its head).
     Accuracy results are runs keyed by the deployed run, calibration and test images (shippable); latency is
     measured per machine."""
-    from . import data, evaluate, quantize, runs
+    from . import data, engine, evaluate, quantize, runs
 
     cfg = config.get_profile(profile)
     idx = np.arange(len(test))
@@ -830,7 +831,7 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
                 return built["m"]
 
             def accuracy() -> dict:
-                pred = engine_pred(model(), x)
+                pred = engine.batched_logits(model(), x, batch_size=100).argmax(1).numpy()
                 return {"pred": pred.tolist(), "acc": float((pred == y.numpy()).mean())}
 
             if variant == "fp32":  # the run's recorded predictions (notebook 05 re-evaluated them above)
@@ -845,9 +846,12 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
                                          "size_mb": evaluate.state_dict_bytes(model()) / 1e6}, force=force)
             pred = np.asarray(acc["pred"])
             lo, hi = evaluate.wilson_interval(int((pred == y.numpy()).sum()), len(y))
+            paired = stats.mcnemar(fp32_pred == y.numpy(), pred == y.numpy())  # INT8 vs fp32, same images
             out.append({"key": key, "Model": d.label, "Variant": variant, "Accuracy (%)": 100 * acc["acc"],
                         "CI low (%)": 100 * lo, "CI high (%)": 100 * hi,
                         "Agreement with fp32 (%)": 100 * float((pred == fp32_pred).mean()),
+                        "n01 (fp32 wrong, INT8 right)": paired["n01"], "n10 (fp32 right, INT8 wrong)": paired["n10"],
+                        "McNemar p (vs fp32)": paired["p_value"],
                         "Size (MB)": lat["size_mb"], "Latency (ms)": lat["latency_ms"], "Test images": len(y),
                         "Calibration images": n_cal if variant == "int8 static" else 0,
                         "Float layers kept": ", ".join(keep) if variant == "int8 static" and keep else ""})
@@ -858,11 +862,3 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
         t["Size ratio"] = t["Size (MB)"] / t.key.map(base["Size (MB)"])
         t["Speed-up"] = t.key.map(base["Latency (ms)"]) / t["Latency (ms)"]
     return t
-
-
-def engine_pred(model, images, batch_size: int = 100) -> np.ndarray:
-    """Predicted classes of a deployed (or quantized) model on uint8 images, fp32, in batches."""
-    import torch
-
-    with torch.inference_mode():
-        return torch.cat([model(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]).numpy()

@@ -140,3 +140,30 @@ def test_choose_lr_is_best_validation_then_smaller():
     import pandas as pd
     search = pd.DataFrame({"lr": [1e-4, 3e-4, 1e-3], "val_acc": [0.5, 0.7, 0.7]})
     assert finetune.choose_lr(search) == 3e-4 and finetune.choose_lr(pd.DataFrame()) is None
+
+
+def test_probe_and_fine_tune_see_the_same_test_images_whatever_their_seeds(real_data_dir):
+    """The notebook-10 bug: ``seed`` used to pick the quick profile's subset too, so two models with different
+    seeds were tested on different images. Subsets now come from the protocol's subset_seed alone."""
+    ft = finetune.job("imagenet", "quick", seed=0, data_dir=real_data_dir).run.key["data"]["eval"]
+    ft_other = finetune.job("random", "quick", seed=7, data_dir=real_data_dir).run.key["data"]["eval"]
+    train, test = data.load_profile_data(config.get_profile("quick"), real_data_dir)
+    assert ft == ft_other == data.split_key(test)
+    head_test = heads.Features(backbones.build_transfer("mobilenet_v2", init=None), train, test, "quick").test
+    assert data.split_key(head_test) == ft
+    for seed in (0, 42):
+        job = scratch.job("custom_cnn", "study", "quick", seed=seed, data_dir=real_data_dir)
+        assert job.run.key["data"]["test"] == ft
+
+
+def test_retraining_estimate_covers_the_selected_notebooks(monkeypatch):
+    from studylib import estimate
+
+    monkeypatch.setattr(estimate, "rates", lambda quick=False: {k: 100.0 for k in (
+        "custom_cnn", "vit_small", "strong", "finetune", "extract224", "extract224_fp32")})
+    t = estimate.stages("full", ["02_scratch_cnn.ipynb", "04_vit.ipynb", "12_findings.ipynb"], ["02", "12"])
+    assert list(t.notebook) == ["02", "12"]
+    cnn = t.set_index("notebook").loc["02"]
+    assert cnn["images"] == 2 * (15 * 50000 + 15 * 10000 / 3) and cnn["minutes here"] == cnn["images"] / 100 / 60
+    text = estimate.format_table(t)
+    assert "Estimated retraining time" in text and "total" in text and "GPU" in text
