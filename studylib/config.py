@@ -121,6 +121,17 @@ _STUDY_SCRATCH: dict[str, Any] = {
     "precision": "bf16",         # autocast dtype for training and evaluation ("fp32" to disable)
 }
 
+# "Linear head" = the architecture's head: Dropout(0.2) + Linear (MobileNetV2, EfficientNets) or Linear
+# (ResNet-18), as the reference; trained on cached frozen-backbone features.
+_HEAD: dict[str, Any] = {
+    "kind": "head",
+    "seed": 42, "epochs": 15, "batch_size": 128, "drop_last": False,
+    "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4},
+    "schedule": "cosine",
+    "hflip": False,          # train on the features of the images as they are
+    "precision": "fp32",     # one 1280x10 layer on cached features: exact fp32 costs milliseconds
+}
+
 RECIPES: dict[str, dict[str, Any]] = {
     # The recipe this study trained its scratch rows with: the reference's architecture and budget,
     # settings as the reference's text describes them; where its code differs, see reference_code.
@@ -142,30 +153,15 @@ RECIPES: dict[str, dict[str, Any]] = {
         # init, and one initialised layer deep-copied six times.
         "vit_small": {"norm_first": False, "dropout": 0.1, "layer_init": "cloned"},
     },
-    # Frozen-backbone linear heads on cached features (notebook 03). "Linear" = the architecture's
-    # head: Dropout(0.2) + Linear (MobileNetV2, EfficientNets) or Linear (ResNet-18), as the reference.
-    "head": {
-        "kind": "head",
-        "label": "linear head on frozen features, no augmentation (the reference's published text)",
-        "seed": 42, "epochs": 15, "batch_size": 128, "drop_last": False,
-        "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4},
-        "schedule": "cosine",
-        "hflip": False,          # train on the features of the images as they are
-        "precision": "fp32",     # one 1280x10 layer on cached features: exact fp32 costs milliseconds
-    },
+    # Frozen-backbone linear heads on cached features (notebook 03).
+    "head": {**copy.deepcopy(_HEAD), "label": "linear head on frozen features, no augmentation (the reference's "
+                                              "published text)"},
     # The head as the reference's code trained it (cell 5 + 15): horizontal flips (each image's view
     # drawn per epoch from cached features of the image and its mirror) and drop_last. Its MixUp/CutMix
     # mixes pixels before the backbone; a cached-feature head cannot do that (mixing features is a
     # different regulariser), so it is left out and said so.
-    "head_reference_code": {
-        "kind": "head",
-        "label": "linear head with flips (the reference's code, without pixel MixUp/CutMix)",
-        "seed": 42, "epochs": 15, "batch_size": 128, "drop_last": True,
-        "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4},
-        "schedule": "cosine",
-        "hflip": True,
-        "precision": "fp32",
-    },
+    "head_reference_code": {**copy.deepcopy(_HEAD), "drop_last": True, "hflip": True,
+                            "label": "linear head with flips (the reference's code, without pixel MixUp/CutMix)"},
     # A strong from-scratch recipe in the spirit of airbench94 (Keller Jordan 2024): NOT the reference's.
     "strong": {
         "kind": "strong",

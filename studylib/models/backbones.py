@@ -124,29 +124,6 @@ class Arch:
     head_dropout: float | None           # None: a bare Linear head (ResNet-18, as in the reference)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-
-
-ARCHS: dict[str, Arch] = {
-    "resnet18": Arch(lambda: torchvision.models.resnet18(weights=None), "fc", 512, None, IMAGENET_MEAN, IMAGENET_STD),
-    "mobilenet_v2": Arch(lambda: torchvision.models.mobilenet_v2(weights=None), "classifier", 1280, 0.2,
-                         IMAGENET_MEAN, IMAGENET_STD),
-    "efficientnet_b0": Arch(lambda: torchvision.models.efficientnet_b0(weights=None), "classifier", 1280, 0.2,
-                            IMAGENET_MEAN, IMAGENET_STD),
-    "efficientnet_lite0": Arch(EfficientNetLite0, "_fc", 1280, 0.2, LITE_MEAN, LITE_STD),
-}
-
-
-# ---------------------------------------------------------------------------------------
-# Architectures: the 1000-class ImageNet model, how to strip its classifier, its head
-# ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Arch:
-    build: Callable[[], nn.Module]       # the 1000-class ImageNet model
-    classifier: str                      # attribute holding the 1000-class classifier
-    feature_dim: int
-    head_dropout: float | None           # None: a bare Linear head (ResNet-18, as in the reference)
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
     gradcam_layer: str                   # attribute path (in the backbone) Grad-CAM looks at
 
 

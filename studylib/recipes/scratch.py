@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> None:
             run = j.train(force=args.force)
             m = run.metrics
             print(f"{name} ({args.recipe}, seed {m['seed']}, {m['train_images']:,} images): test accuracy {100 * m['test_acc']:.2f}% after "
-                  f"{m['epochs']} epochs, {m['train_seconds']:.0f} s on {runtime.device_label(m)} -> "
-                  f"{config.display_path(run.source)}", flush=True)
+                  f"{m['epochs']} epochs, {m['train_seconds']:.0f} s on {runtime.device_label(m)} "
+                  f"({'reused' if reused else 'trained'}) -> {config.display_path(run.source)}", flush=True)
 
 
 if __name__ == "__main__":
