@@ -117,9 +117,9 @@ def controlled_bars(summary: pd.DataFrame, lines: dict[str, float], title: str):
         mean = sel["test acc mean (%)"].to_numpy(dtype=float)
         err = sel["half width (points)"].fillna(0).to_numpy(dtype=float)
         ax.bar(x, mean, width, yerr=err, capsize=4, color=f"C{j}", label=f"{init} init")
-        for xi, m in zip(x, mean):
-            if m == m:
-                ax.text(xi, m + 1, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
+        for xi, m, e in zip(x, mean, err):
+            if m == m:  # the value above its error bar, never on it
+                ax.text(xi, m + e + 1, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
     for i, (label, y) in enumerate(lines.items()):
         ax.axhline(y, color=f"C{i + 2}", linestyle="--", linewidth=1)
         ax.annotate(f"{label} {y:.1f}%", xy=(1.0, y), xycoords=("axes fraction", "data"), xytext=(4, 0),

@@ -518,8 +518,8 @@ def bottom_line(s: dict) -> list[str]:
     st, vs = s.get("strong"), s.get("strong_vs") or {}
     if st and st.get("mean") is not None:
         lines.append(f"- **The best from-scratch recipe here** (airbench-style, its own 1.97M-parameter network, no TTA) "
-                     f"reaches {_pct(st['mean'])} over {st['seeds']} seed(s): ImageNet fine-tuning is "
-                     f"{_diff(vs.get('finetune'))} against it, the frozen ImageNet probe {_diff(vs.get('probe'))}.")
+                     f"reaches {_pct(st['mean'])} over {st['seeds']} seed(s). ImageNet fine-tuning minus it: "
+                     f"{_diff(vs.get('finetune'))}; the frozen ImageNet probe minus it: {_diff(vs.get('probe'))}.")
     else:
         lines.append("- **The best from-scratch recipe**: not measured.")
     mins = {k: (c.get(k) or {}).get("minutes") for k in ("probe/imagenet", "finetune/imagenet", "finetune/random")}
