@@ -262,8 +262,8 @@ def first_figure(page: Path) -> str | None:
     """The first embedded PNG of a rendered notebook page (a data: URI), or None."""
     if not page.exists():
         return None
-    m = PNG_DATA.search(page.read_text())
-    return m.group(0).replace("\n", "") if m else None
+    m = re.search(r'<img[^>]*src="(data:image/png;base64,[^"]+)"', page.read_text())
+    return m.group(1).replace("\n", "") if m else None
 
 
 def write_index(rows: list[dict], profile: str, total_s: float, out: Path, provenance_block: str = "",

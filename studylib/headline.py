@@ -64,7 +64,7 @@ def table(results_dir: Path = DEFAULT_RESULTS) -> str:
     lines.append(f"Measured by the committed report's run ({env['profile']} profile; accuracy re-evaluated and latency "
                  f"timed on {env['cpu']}, {env['threads']} threads, torch {env['torch']}). Reference = the reference "
                  "study's published figure (where each comes from: `studylib/reference.json`). Copied from "
-                 "`reports/published/results/benchmark.json` by `python -m studylib.headline`.")
+                 f"`{config.display_path(Path(results_dir) / 'benchmark.json')}` by `python -m studylib.headline`.")
     return "\n".join(lines)
 
 
