@@ -15,13 +15,27 @@ original is untouched, preprocessing (and a transfer head) stays float.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Sequence
 
 import torch
 from torch import nn
-from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+
+
+class _TorchaoImportNotice(logging.Filter):
+    """torchao 0.18 registers its own KernelPreference Enum with torch.utils._pytree.register_constant at
+    import (torchao/utils.py:47), which torch 2.14 logs as deprecated. The call is inside torchao, not in
+    this project, and a reader of the report can do nothing about it: only that one record is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "KernelPreference" not in record.getMessage()
+
+
+_pytree_log = logging.getLogger("torch.utils._pytree")
+_pytree_log.addFilter(_TorchaoImportNotice())
+from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_  # noqa: E402
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # noqa: E402
+from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (  # noqa: E402
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
 )

@@ -429,8 +429,8 @@ def confident_mistakes(run, k: int) -> pd.DataFrame:
     p = run.predictions()
     wrong = np.flatnonzero(p["pred"] != p["y"])
     order = wrong[np.argsort(-p["p_pred"][wrong].astype(np.float32), kind="stable")][:k]
-    return pd.DataFrame({"index": p["index"][order], "true": p["y"][order], "pred": p["pred"][order],
-                         "confidence": p["p_pred"][order].astype(float)})
+    return pd.DataFrame({"index": p["index"][order].astype(np.int64), "true": p["y"][order].astype(np.int64),
+                         "pred": p["pred"][order].astype(np.int64), "confidence": p["p_pred"][order].astype(float)})
 
 
 # ---------------------------------------------------------------------------------------
