@@ -2,13 +2,13 @@
 flip variant, and every linear probe of the experiments (seeds, data efficiency, calibration,
 resolution, the controlled grid's probe column).
 
-    feats = features("mobilenet_v2", "full")                   # cached backbone features (extracted if absent)
+    feats = features_of("mobilenet_v2", "full")                # which features (extracted when a head trains)
     run = head_job(feats, "head", "full").ensure()             # the study row: all training images, seed 42
     run = head_job(feats, "head", "full", seed=3, per_class=100).ensure()   # a data-efficiency probe
     model = load(run)                                          # the deployable TransferNet (backbone + head)
 
 The backbone is frozen and in eval mode, so it maps an image to the same features every epoch:
-features are computed once (``studylib.features``) and a head trains on them in seconds — the
+features are computed once (``studylib.features``) and a head trains on them in seconds: the
 same computation as running the images through the backbone each epoch (tests/test_heads.py).
 Training features are extracted under bf16 autocast, test features in fp32 (the deployed model's
 precision), so a run's recorded test accuracy is what the deployed model computes.
