@@ -199,3 +199,16 @@ def test_every_model_is_registered_in_a_fresh_process():
 def test_the_run_lifecycle_is_written_once():
     hits = [p.name for p in (config.PROJ_ROOT / "studylib").rglob("*.py") if "rmtree" in p.read_text()]
     assert hits == ["runs.py"]
+
+
+def test_every_shipped_file_is_committable():
+    """A fresh clone has exactly what git tracks: a manifest entry that .gitignore hides (model.pt once
+    was, by ``*.pt``) would make every fresh clone refuse the shipped runs."""
+    files = [f"runs/{rel}" for rel in runs.read_manifest()]
+    if not files:
+        pytest.skip("no shipped runs")
+    root = config.PROJ_ROOT
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=root, capture_output=True, text=True)
+    assert out.stdout.split() == [], f"git ignores shipped files; add an exception to .gitignore: {out.stdout}"

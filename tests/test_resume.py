@@ -27,14 +27,14 @@ def test_sigkill_then_rerun_resumes_and_matches(real_data_dir, tmp_path):
     clean_env = {**base, config.ARTIFACTS_DIR_ENV: str(tmp_path / "clean")}
 
     proc = _train(killed_env)
-    runs = tmp_path / "killed" / "quick" / "scratch"
+    store = tmp_path / "killed" / "quick" / "scratch"
     deadline = time.time() + 300
-    while not list(runs.glob("custom_cnn-*/checkpoint.pt")) and proc.poll() is None and time.time() < deadline:
+    while not list(store.glob("custom_cnn-*/checkpoint.pt")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before its first checkpoint could be interrupted:\n" + proc.stdout.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    run_dir = next(runs.glob("custom_cnn-*"))
+    run_dir = next(store.glob("custom_cnn-*"))
     assert not (run_dir / "metrics.json").exists()  # unfinished: never mistaken for a finished run
     assert not [p for p in run_dir.iterdir() if p.name not in ("checkpoint.pt",)]  # no half-written files
 
