@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from typing import Sequence
 
 import torch
@@ -154,3 +155,45 @@ def quantization_error(float_model: nn.Module, int8_model: nn.Module, images: to
     return {"max_rel_error": per_image.max().item(), "mean_rel_error": per_image.mean().item(),
             "rel_error": ((out - ref).norm() / ref.norm().clamp_min(1e-12)).item(),
             "top1_agreement": (out.argmax(1) == ref.argmax(1)).float().mean().item()}
+
+
+@torch.no_grad()
+def torchvision_mobilenet_int8(model: nn.Module, calib_images: torch.Tensor, batch_size: int = 64) -> nn.Module:
+    """Cross-check for ``static_int8`` on a MobileNetV2 transfer row: a copy of ``model`` whose
+    backbone is torchvision's *quantizable* MobileNetV2 (``torchvision.models.quantization``) with
+    the row's backbone weights, quantized the way torchvision quantized its own release: eager mode,
+    ``fuse_model()`` (Conv-BN-ReLU), the x86 qconfig (histogram observers, per-channel weights),
+    calibration on ``calib_images``, ``convert``. Everything is quantized, the stem included; the
+    head stays float.
+
+    It is torchvision's architecture, not a copy of the row's network: its builder replaces every
+    ReLU6 by ReLU (eager mode cannot fuse ReLU6), which changes the float function wherever an
+    activation exceeds 6. Eager-mode ``torch.ao.quantization`` is deprecated in favour of PT2E; it
+    is used here only because that is the path torchvision's quantizable models are built for. Its
+    int8 kernels (fbgemm/oneDNN) run as int8, so its latency is the int8 speed."""
+    from torch.ao import quantization as tq
+    from torchvision.models.quantization import mobilenet_v2 as quantizable_mobilenet_v2
+
+    if len(calib_images) == 0:
+        raise ValueError("torchvision_mobilenet_int8 needs calibration images; got 0")
+    q = copy.deepcopy(model).eval()
+    body = quantizable_mobilenet_v2(weights=None, quantize=False)
+    body.classifier = nn.Identity()
+    missing = body.load_state_dict(q.backbone.state_dict(), strict=False)
+    if missing.missing_keys or missing.unexpected_keys:
+        raise ValueError(f"{getattr(model, 'name', type(model).__name__)} is not a MobileNetV2 transfer row "
+                         f"(backbone keys differ: {missing.missing_keys[:3] + missing.unexpected_keys[:3]})")
+    with warnings.catch_warnings():
+        # Known and stated above: eager mode's deprecation notices, and the unused skip_add observer of the
+        # blocks without a residual connection (torchvision gives every block one). Only these are dropped.
+        for message in ("torch.ao.quantization is deprecated", ".*quantized tensor creation functions",
+                        "must run observer before calling calculate_qparams", "Please use quant_min and quant_max"):
+            warnings.filterwarnings("ignore", message=message)
+        body.eval().fuse_model(is_qat=False)
+        body.qconfig = tq.get_default_qconfig("x86")
+        tq.prepare(body, inplace=True)
+        for start in range(0, len(calib_images), batch_size):
+            body(q.preprocess(calib_images[start:start + batch_size]).contiguous())
+        tq.convert(body, inplace=True)
+    q.backbone, q.channels_last = body, False
+    return q

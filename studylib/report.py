@@ -786,6 +786,7 @@ def save_predictions(path, finished_runs) -> None:
 # INT8 (notebook 05)
 # ---------------------------------------------------------------------------------------
 INT8_VERSION = 2  # PT2E (torchao) static INT8; part of every INT8 result's key
+TORCHVISION_INT8 = "int8 static, torchvision quantizable (eager, ReLU6 -> ReLU)"
 
 
 def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: bool = False) -> pd.DataFrame:
@@ -822,9 +823,14 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
         timed = {"int8 static": lambda: quantize.static_int8(d.model, calib[:32], body, keep_float=keep)}
         if d.row.scratch:
             variants["int8 dynamic"] = lambda: quantize.dynamic_int8(d.model)
+        if d.row.model.startswith("mobilenet_v2"):  # cross-check: torchvision's quantizable MobileNetV2, all int8
+            variants[TORCHVISION_INT8] = lambda: quantize.torchvision_mobilenet_int8(d.model, calib)
+            timed[TORCHVISION_INT8] = lambda: quantize.torchvision_mobilenet_int8(d.model, calib[:32])
         for variant, build in variants.items():
-            rkey = {"run": d.run.id, "variant": variant, "version": INT8_VERSION, "keep_float": list(keep), "test": data.split_key(
-                data.CifarSplit(x, y, test.classes, "int8")), "calibration": n_cal, "subset_seed": cfg["subset_seed"]}
+            rkey = {"run": d.run.id, "variant": variant, "version": INT8_VERSION,
+                    "keep_float": list(keep) if variant == "int8 static" else [],
+                    "test": data.split_key(data.CifarSplit(x, y, test.classes, "int8")), "calibration": n_cal,
+                    "subset_seed": cfg["subset_seed"]}
             built = {}
 
             def model(for_timing: bool = False):
@@ -856,7 +862,7 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
                         "n01 (fp32 wrong, INT8 right)": paired["n01"], "n10 (fp32 right, INT8 wrong)": paired["n10"],
                         "McNemar p (vs fp32)": paired["p_value"],
                         "Size (MB)": lat["size_mb"], "Latency (ms)": lat["latency_ms"], "Test images": len(y),
-                        "Calibration images": n_cal if variant == "int8 static" else 0,
+                        "Calibration images": n_cal if variant in ("int8 static", TORCHVISION_INT8) else 0,
                         "Float layers kept": ", ".join(keep) if variant == "int8 static" and keep else ""})
     t = pd.DataFrame(out)
     if len(t):

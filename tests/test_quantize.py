@@ -125,3 +125,36 @@ class _DataDependent(nn.Module):
 def test_static_int8_unexportable_body_points_to_dynamic():
     with pytest.raises(ValueError, match="dynamic_int8"):
         quantize.static_int8(Deployed(nn.Identity(), _DataDependent()), torch.randn(4, 3, 16, 16), "net")
+
+
+def test_torchvision_quantizable_mobilenet_cross_check_is_int8_with_a_float_head():
+    import warnings
+
+    from torch.ao.nn.intrinsic import quantized as nniq
+
+    from studylib.models.backbones import build_transfer
+
+    torch.manual_seed(0)
+    row = build_transfer("mobilenet_v2_float", init="random", size=32)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    _with_bn_stats(row.backbone, [row.preprocess(images)])
+    row.eval()
+    before = {k: v.clone() for k, v in row.state_dict().items()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        q = quantize.torchvision_mobilenet_int8(row, images)
+    assert not [w for w in caught if "deprecated" in str(w.message) or "observer" in str(w.message)]
+    convs = [m for m in q.backbone.modules() if isinstance(m, nniq.ConvReLU2d)]
+    assert len(convs) >= 30  # every Conv-BN-ReLU of the 17 blocks and the stem, fused and int8
+    assert not [m for m in q.backbone.modules() if isinstance(m, (nn.BatchNorm2d, nn.ReLU6))]  # folded; ReLU6 gone
+    assert isinstance(q.head[-1], nn.Linear) and torch.equal(q.head[-1].weight, row.head[-1].weight)  # float head
+    assert q(images[:1]).shape == (1, 10) and q(images).dtype == torch.float32
+    assert all(torch.equal(before[k], v) for k, v in row.state_dict().items())  # the row itself is untouched
+
+
+def test_torchvision_cross_check_rejects_other_backbones():
+    from studylib.models.backbones import build_transfer
+
+    row = build_transfer("efficientnet_lite0", init="random", size=32).eval()
+    with pytest.raises(ValueError, match="not a MobileNetV2 transfer row"):
+        quantize.torchvision_mobilenet_int8(row, torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
