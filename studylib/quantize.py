@@ -92,6 +92,18 @@ def _drop_dead_tensors(gm: torch.fx.GraphModule) -> None:
             delattr(gm.get_submodule(owner), attr)
 
 
+def _require_calibration(calib_images: torch.Tensor, who: str) -> None:
+    if len(calib_images) == 0:
+        raise ValueError(f"{who} needs calibration images (a few hundred training images); got 0")
+
+
+def _calibrate(observed: nn.Module, preprocess, calib_images: torch.Tensor, batch_size: int) -> None:
+    """Every calibration image (uint8, training images) through the float preprocess and ``observed``,
+    whose observers record activation ranges."""
+    for start in range(0, len(calib_images), batch_size):
+        observed(preprocess(calib_images[start:start + batch_size]))
+
+
 @torch.no_grad()
 def static_int8(model: nn.Module, calib_images: torch.Tensor, body_attr: str, batch_size: int = 64,
                 keep_float: Sequence[str] = ()) -> nn.Module:
@@ -120,8 +132,7 @@ def static_int8(model: nn.Module, calib_images: torch.Tensor, body_attr: str, ba
       int8 kernels (MobileNetV2 at 224 px: ~1 min to build on 2 cores, again for each new batch
       size; then ~1.7x faster than fp32, logits within ~3% of the reference model); not done here.
     """
-    if len(calib_images) == 0:
-        raise ValueError("static_int8 needs calibration images (a few hundred training images); got 0")
+    _require_calibration(calib_images, "static_int8")
     q = copy.deepcopy(model).eval()
     body = getattr(q, body_attr)
     unknown = sorted(set(keep_float) - {name for name, _ in body.named_modules()})
@@ -138,8 +149,7 @@ def static_int8(model: nn.Module, calib_images: torch.Tensor, body_attr: str, ba
     for name in keep_float:
         quantizer.set_module_name_qconfig(name, None)
     prepared = prepare_pt2e(exported.module(), quantizer)
-    for start in range(0, len(calib_images), batch_size):
-        prepared(q.preprocess(calib_images[start:start + batch_size]))  # observers record activation ranges
+    _calibrate(prepared, q.preprocess, calib_images, batch_size)
     converted = convert_pt2e(prepared)
     _drop_dead_tensors(converted)
     setattr(q, body_attr, Int8Body(converted))
@@ -174,8 +184,7 @@ def torchvision_mobilenet_int8(model: nn.Module, calib_images: torch.Tensor, bat
     from torch.ao import quantization as tq
     from torchvision.models.quantization import mobilenet_v2 as quantizable_mobilenet_v2
 
-    if len(calib_images) == 0:
-        raise ValueError("torchvision_mobilenet_int8 needs calibration images; got 0")
+    _require_calibration(calib_images, "torchvision_mobilenet_int8")
     q = copy.deepcopy(model).eval()
     body = quantizable_mobilenet_v2(weights=None, quantize=False)
     body.classifier = nn.Identity()
@@ -192,8 +201,7 @@ def torchvision_mobilenet_int8(model: nn.Module, calib_images: torch.Tensor, bat
         body.eval().fuse_model(is_qat=False)
         body.qconfig = tq.get_default_qconfig("x86")
         tq.prepare(body, inplace=True)
-        for start in range(0, len(calib_images), batch_size):
-            body(q.preprocess(calib_images[start:start + batch_size]).contiguous())
+        _calibrate(body, lambda x: q.preprocess(x).contiguous(), calib_images, batch_size)
         tq.convert(body, inplace=True)
     q.backbone, q.channels_last = body, False
     return q
