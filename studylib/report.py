@@ -16,6 +16,10 @@ import pandas as pd
 
 from . import config, reference, runtime, stats
 
+# The report's tables carry commands to run and citations of the reference's code: pandas' default
+# 50-character cell limit would cut them mid-word in every rendered notebook.
+pd.set_option("display.max_colwidth", None)
+
 # Why each reference-code setting is what it is: where in the reference's code it comes from
 # (notebook `cifar10 image classification.ipynb` of mrpouyaalavi/CIFAR-10-Image-Classification at
 # commit 69ba548, cells counted from 0). A setting missing here still shows in the table.

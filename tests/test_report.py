@@ -21,6 +21,12 @@ def test_deviations_table_lists_every_difference_from_the_configuration():
         "vit_small.norm_first", "vit_small.dropout", "vit_small.layer_init"}
 
 
+def test_rendered_tables_keep_long_cells_whole():
+    """Notebooks display DataFrames; a citation of the reference's code or a command must not be cut at 50 chars."""
+    html = report.deviations_table(models=["vit_small"])._repr_html_()
+    assert report.SETTING_SOURCES["vit_small.norm_first"] in html
+
+
 def test_deviations_table_shows_a_new_difference_it_has_no_note_for():
     recipes = copy.deepcopy(config.RECIPES)
     recipes["reference_code"]["optimizer"]["weight_decay"] = 5e-4
