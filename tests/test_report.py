@@ -136,3 +136,8 @@ def test_reevaluation_fails_loudly_naming_the_row_and_both_numbers(artifact_root
     run.finish({"test_acc": 0.6}, predictions={"pred": np.zeros(10, np.uint8)})
     with pytest.raises(report.ReevaluationError, match=r"Custom CNN \(study recipe\): recorded 60.00%, recomputed 50.00%"):
         report.reevaluate(rows, test, 0.05)
+
+
+def test_an_unfinished_grid_table_still_has_its_columns():
+    """Notebook 09 selects columns of the efficiency table before any efficiency run has finished."""
+    assert {"cell", "train_images", "seed", "test_acc", "steps", "device"} <= set(finetune.table({}).columns)

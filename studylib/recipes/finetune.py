@@ -215,8 +215,13 @@ def efficiency_jobs(profile: str = "full", *, data_dir=None, device: str = "auto
     return out
 
 
+TABLE_COLUMNS = ["training", "init", "cell", "model", "seed", "test_acc", "test_n", "train_images", "size", "lr", "epochs",
+                 "steps", "train_seconds", "compute_seconds", "device", "run", "source"]
+
+
 def table(jobs: dict) -> pd.DataFrame:
-    """One row per finished cell x seed: accuracy, compute seconds, device, learning rate, steps."""
+    """One row per finished cell x seed: accuracy, compute seconds, device, learning rate, steps (the same
+    columns when nothing has finished, so readers can select them)."""
     rows = []
     for cell_key, cell in jobs.items():
         training, init = cell_key[:2]
@@ -233,7 +238,7 @@ def table(jobs: dict) -> pd.DataFrame:
                          "compute_seconds": m["train_seconds"] + sum(f.get("seconds", 0)
                                                                      for f in m.get("features", {}).values()),
                          "device": runtime.device_label(m), "run": j.run.id, "source": "shipped" if j.run.shipped else "store"})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def main(argv=None) -> None:
