@@ -307,6 +307,19 @@ def set_mode(profile: str, retrain: list[str] | None, notebook: str) -> str:
     return "training what is missing" if profile != "full" else "shipped runs, no training"
 
 
+def merge_previous_rows(rows: list[dict], timings: Path, profile: str, total: float) -> tuple[list[dict], float]:
+    """``rows`` (notebooks just run) plus the rows of ``timings`` (the report's previous render of the same
+    profile) for notebooks not run now, in notebook order; the total is then the sum over all rows."""
+    if not timings.exists():
+        return rows, total
+    prev = json.loads(timings.read_text())
+    if prev.get("profile") != profile:
+        return rows, total
+    ran = {r["notebook"] for r in rows}
+    merged = sorted([r for r in prev["notebooks"] if r["notebook"] not in ran] + rows, key=lambda r: r["notebook"])
+    return merged, sum(r["seconds"] for r in merged)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
@@ -385,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         prov = provenance_html(info)
     except Exception as exc:  # the report still gets written; it says why provenance is missing
         prov = f"<h2>Provenance</h2><p>could not be collected: {html.escape(repr(exc))}</p>"
+    if args.only:  # a partial re-render keeps the other notebooks' rows of the same report
+        rows, total = merge_previous_rows(rows, out_dir / "timings.json", args.profile, total)
     write_index(rows, args.profile, total, out_dir / "index.html", prov, "; ".join(sorted(modes)))
     artifacts.write_json(out_dir / "timings.json", {"profile": args.profile, "total_seconds": total, "notebooks": rows,
                                                     "provenance": info, "mode": sorted(modes)})

@@ -139,3 +139,13 @@ def test_published_figures_are_recompressed_and_still_decode():
     assert len(out) < len(page) and out.endswith("> text")
     data = re.search(r"base64,([A-Za-z0-9+/=]+)", out).group(1)
     assert Image.open(io.BytesIO(base64.b64decode(data))).size == (640, 480)
+
+
+def test_a_partial_render_keeps_the_other_notebooks_rows(tmp_path):
+    """`--only 09` re-renders one notebook; the index still lists every notebook of the previous render."""
+    timings = tmp_path / "timings.json"
+    prev = [{"notebook": n, "seconds": s, "status": "ok"} for n, s in (("01", 10.0), ("09", 99.0), ("12", 5.0))]
+    timings.write_text(json.dumps({"profile": "full", "notebooks": prev}))
+    rows, total = run_all.merge_previous_rows([{"notebook": "09", "seconds": 30.0, "status": "ok"}], timings, "full", 30.0)
+    assert [(r["notebook"], r["seconds"]) for r in rows] == [("01", 10.0), ("09", 30.0), ("12", 5.0)] and total == 45.0
+    assert run_all.merge_previous_rows(rows[:1], timings, "quick", 1.0) == (rows[:1], 1.0)  # another profile: not merged
