@@ -73,7 +73,9 @@ def robustness_curves(table: pd.DataFrame, labels: dict[str, str], title: str):
 
 def resolution_panels(table: pd.DataFrame, title: str):
     """Linear-probe accuracy and feature-extraction speed against input size, one line per backbone;
-    ``table`` has columns label, size, test_acc, images_per_s."""
+    ``table`` has columns label, size, test_acc, images_per_s. No figure (None) when it has no rows."""
+    if table.empty:
+        return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for i, (label, g) in enumerate(table.groupby("label", sort=False)):
         g = g.sort_values("size")

@@ -682,7 +682,8 @@ def resolution_section(profile: str, *, data_dir=None, device: str = "auto") -> 
                     rows.append({"model": name, "label": deploy.LABELS[name], "size": size, "seed": seed,
                                  "test_acc": m["test_acc"], "train_images": m["train_images"], "test_n": m["test_n"],
                                  "images_per_s": speed, "trained_on": runtime.device_label(m)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["model", "label", "size", "seed", "test_acc", "train_images", "test_n",
+                                       "images_per_s", "trained_on"])
 
 
 def calibration_section(profile: str, *, data_dir=None, device: str = "auto") -> dict:

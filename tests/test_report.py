@@ -141,3 +141,11 @@ def test_reevaluation_fails_loudly_naming_the_row_and_both_numbers(artifact_root
 def test_an_unfinished_grid_table_still_has_its_columns():
     """Notebook 09 selects columns of the efficiency table before any efficiency run has finished."""
     assert {"cell", "train_images", "seed", "test_acc", "steps", "device"} <= set(finetune.table({}).columns)
+
+
+def test_resolution_notebook_survives_a_grid_with_no_finished_probe():
+    """Notebook 10 on a checkout where no resolution probe has run: no figure, an empty table with its columns."""
+    from studylib.plots_experiments import resolution_panels
+
+    empty = pd.DataFrame([], columns=["model", "label", "size", "seed", "test_acc", "images_per_s"])
+    assert resolution_panels(empty, "t") is None
