@@ -400,9 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         prov = f"<h2>Provenance</h2><p>could not be collected: {html.escape(repr(exc))}</p>"
     if args.only:  # a partial re-render keeps the other notebooks' rows of the same report
         rows, total = merge_previous_rows(rows, out_dir / "timings.json", args.profile, total)
-    write_index(rows, args.profile, total, out_dir / "index.html", prov, "; ".join(sorted(modes)))
+    # timings first: the index's table footer reads this render's total from timings.json
     artifacts.write_json(out_dir / "timings.json", {"profile": args.profile, "total_seconds": total, "notebooks": rows,
                                                     "provenance": info, "mode": sorted(modes)})
+    write_index(rows, args.profile, total, out_dir / "index.html", prov, "; ".join(sorted(modes)))
 
     print("\nTiming summary")
     for r in rows:
