@@ -63,7 +63,9 @@ def history_curves(history: pd.DataFrame, title: str):
 
 def per_class_bars(per_class: pd.DataFrame, title: str):
     """Horizontal bars of accuracy per class; ``per_class``: classes x runs (one bar colour per run),
-    legend outside the axes."""
+    legend outside the axes. No figure (None) when no run has finished."""
+    if per_class.empty or not len(per_class.columns):
+        return None
     long = per_class.reset_index().melt(id_vars="class", var_name="run", value_name="accuracy")
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     sns.barplot(data=long, y="class", x="accuracy", hue="run", ax=ax)

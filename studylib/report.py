@@ -719,11 +719,11 @@ def results_dir(path: str = ""):
     return Path(path) if path else config.REPORTS_DIR / "results"
 
 
-def write_csv(out_dir, name: str, table: pd.DataFrame, index: bool = False):
-    """``<results>/<name>.csv``, written atomically."""
+def write_csv(out_dir, name: str, table: pd.DataFrame, index: bool = False) -> None:
+    """``<results>/<name>.csv``, written atomically (returns nothing: a notebook cell ending with it shows no path)."""
     from . import artifacts
 
-    return artifacts.write_bytes(results_dir(str(out_dir)) / f"{name}.csv", table.to_csv(index=index).encode())
+    artifacts.write_bytes(results_dir(str(out_dir)) / f"{name}.csv", table.to_csv(index=index).encode())
 
 
 def read_csv(out_dir, name: str) -> pd.DataFrame | None:

@@ -114,7 +114,7 @@ def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
     if os.environ.get(WEIGHTS_DIR_ENV):
         dirs.append(Path(os.environ[WEIGHTS_DIR_ENV]).expanduser())
     dirs += [config.PROJ_ROOT / "weights", config.PROJ_ROOT.parent / "shared" / "weights"]
-    return [d.resolve() for d in dirs]
+    return list(dict.fromkeys(d.resolve() for d in dirs))  # in order, each folder once
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
@@ -174,7 +174,7 @@ def resolve(backbone: str, weights_dir: str | os.PathLike | None = None,
             path = d / name
             if path.is_file():
                 return ResolvedWeights(backbone, _load_file(path), "file", path, artifacts.hash_file(path), spec)
-    reasons.append(f"no local file {' or '.join(spec.files)} in {', '.join(str(d) for d in search_dirs(weights_dir))}")
+    reasons.append(f"no local file {' or '.join(spec.files)} in {', '.join(config.display_path(d) for d in search_dirs(weights_dir))}")
     if spec.package:
         path = _package_file(spec.package)
         if path is not None and path.is_file():
@@ -186,7 +186,7 @@ def resolve(backbone: str, weights_dir: str | os.PathLike | None = None,
             if cached.is_file():
                 return ResolvedWeights(backbone, _load_file(cached), "torchvision", cached,
                                        artifacts.hash_file(cached), spec)
-            reasons.append(f"torchvision {spec.torchvision} not in cache {cached} (downloads disabled: allow_download=False or ${OFFLINE_ENV}=1)")
+            reasons.append(f"torchvision {spec.torchvision} not in torch hub's checkpoint cache (file {cached.name}; downloads disabled: allow_download=False or ${OFFLINE_ENV}=1)")
         else:
             try:
                 sd, path = _from_torchvision(spec.torchvision)

@@ -149,3 +149,11 @@ def test_resolution_notebook_survives_a_grid_with_no_finished_probe():
 
     empty = pd.DataFrame([], columns=["model", "label", "size", "seed", "test_acc", "images_per_s"])
     assert resolution_panels(empty, "t") is None
+
+
+def test_report_helpers_leave_nothing_for_a_cell_to_show(tmp_path):
+    """A notebook cell ending with write_csv shows no path; a per-class plot of no finished run draws nothing."""
+    from studylib import plots
+
+    assert report.write_csv(tmp_path, "t", pd.DataFrame({"a": [1]})) is None and (tmp_path / "t.csv").exists()
+    assert plots.per_class_bars(pd.DataFrame(index=pd.Index(["cat"], name="class")), "t") is None
