@@ -10,6 +10,7 @@ throughput and size measurements of deployable models. Evaluation never trains.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import os
@@ -164,6 +165,60 @@ def measure_throughput(model: nn.Module, batch: torch.Tensor, *, threads: int = 
         seconds = time.perf_counter() - t0
     return {"images_per_s": runs * len(batch) / seconds, "batch": len(batch), "runs": runs, "threads": threads,
             "precision": precision}
+
+
+class FoldError(RuntimeError):
+    """Folding BatchNorm into the convolutions changed a model's outputs (it must not)."""
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, example: torch.Tensor, *, rtol: float = 1e-3) -> tuple[nn.Module, int]:
+    """An inference copy of ``model`` (eval mode) in which every BatchNorm2d that reads a Conv2d's output
+    directly is folded into that convolution (``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g /
+    sqrt(var + eps) + beta``) and replaced by Identity; ``model`` itself is left untouched.
+
+    Eval-mode BatchNorm is an affine map per channel, so the folded network computes the same function
+    with one memory pass less per layer (depthwise networks are memory-bound on CPU: BatchNorm was 22-34%
+    of MobileNetV2's 224-px time). The pairs are found by running ``example`` once with hooks (a
+    BatchNorm whose input tensor is a convolution's output; each module called once), so no tracing is
+    needed. Raises ``FoldError`` if the folded copy's outputs on ``example`` differ from the original's by
+    more than ``rtol`` of their scale. Returns (folded copy, number of BatchNorms folded)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    names = {m: n for n, m in folded.named_modules()}
+    calls, produced, pairs, keep = {}, {}, [], []
+
+    def on_conv(mod, _inp, out):
+        calls[mod] = calls.get(mod, 0) + 1
+        produced[id(out)] = mod
+        keep.append(out)  # ids stay unique while the pass runs
+
+    def on_bn(mod, inp, _out):
+        calls[mod] = calls.get(mod, 0) + 1
+        if id(inp[0]) in produced:
+            pairs.append((produced[id(inp[0])], mod))
+
+    hooks = [m.register_forward_hook(on_conv if isinstance(m, nn.Conv2d) else on_bn)
+             for m in folded.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    try:
+        reference = folded(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    used = [c for c, _ in pairs]
+    pairs = [(c, b) for c, b in pairs if calls[c] == 1 and calls[b] == 1 and used.count(c) == 1]
+    for conv, bn in pairs:
+        fused = fuse_conv_bn_eval(conv, bn)
+        for target, replacement in ((conv, fused), (bn, nn.Identity())):
+            parent, _, attr = names[target].rpartition(".")
+            setattr(folded.get_submodule(parent) if parent else folded, attr, replacement)
+    out = folded(example)
+    scale = reference.abs().max().clamp_min(1e-12)
+    if not torch.allclose(out, reference, rtol=0, atol=rtol * float(scale)):
+        raise FoldError(f"folding {len(pairs)} BatchNorm layers of {type(model).__name__} changed its outputs by "
+                        f"{float((out - reference).abs().max()):.3g} (scale {float(scale):.3g})")
+    return folded, len(pairs)
 
 
 def state_dict_bytes(model: nn.Module) -> int:

@@ -18,9 +18,11 @@ from studylib import config, weights
 
 SHARED = config.PROJ_ROOT.parent / "shared"
 WEIGHTS_DIR = os.environ.get(weights.WEIGHTS_DIR_ENV) or str(SHARED / "weights")
-LIMIT_STAGES = {"custom_cnn train", "vit_small train", "custom_cnn eval", "vit_small eval", "extract mobilenet_v2_float",
-                "extract efficientnet_lite0", "head train", "finetune mobilenet_v2_float", "int8 custom_cnn batch 1",
-                "int8 custom_cnn batch 64"}
+LIMIT_STAGES = {"custom_cnn train", "vit_small train", "custom_cnn eval", "vit_small eval", "head train",
+                "finetune mobilenet_v2_float", "int8 custom_cnn batch 1", "int8 custom_cnn batch 64",
+                *(f"{stage} {b}{v}" for b in ("mobilenet_v2_float", "efficientnet_lite0")
+                  for stage, v in (("extract", ""), ("extract", ", BN folded"), ("reevaluate", ""),
+                                   ("reevaluate", ", BN not folded")))}
 
 
 def run_benchmark(module: str, args: list[str], tmp_path: Path, data_dir: Path | None = None) -> tuple[dict, Path]:
@@ -65,6 +67,10 @@ def test_bench_limits_smoke(tmp_path):
     floor = record["floor_01_07"]
     assert positive(floor["floor_minutes"]) and floor["implied_minutes"] >= floor["floor_minutes"]
     assert "finetune mobilenet_v2_float" not in floor["stages"]  # notebook 12, not 01-07
+    assert "reevaluate efficientnet_lite0" in floor["stages"]  # notebook 05's path, counted once
+    assert not any(s.endswith(("BN folded", "BN not folded")) for s in floor["stages"])  # alternatives, not work
+    assert stages["reevaluate mobilenet_v2_float"]["batchnorm_folded"] == 52
+    assert stages["reevaluate mobilenet_v2_float, BN not folded"]["batchnorm_folded"] == 0
     assert list(store.iterdir()) == []  # a benchmark writes nothing into the artifact store
 
 

@@ -114,6 +114,63 @@ def test_state_dict_bytes_counts_parameters():
     assert 4 * 100_100 <= n < 4 * 100_100 + 10_000
 
 
+# --- BatchNorm folding (notebook 05's re-evaluation) ------------------------------------------
+def _random_bn_stats(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial running statistics and affine parameters, so folding has something to fold."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5), m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0"])
+def test_fold_batchnorm_keeps_the_function_of_transfer_models(name):
+    from studylib.models import backbones
+
+    torch.manual_seed(0)
+    model = _random_bn_stats(backbones.build_transfer(name, init=None, size=32)).use_channels_last()
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    folded, n = evaluate.fold_batchnorm(model, x[:2])
+    bns = lambda m: sum(isinstance(y, nn.BatchNorm2d) for y in m.modules())  # noqa: E731
+    assert n == bns(model) > 40 and bns(folded) == 0          # every conv->BN pair folded, the original untouched
+    with torch.no_grad():
+        a, b = model(x), folded(x)                             # images it was not folded on
+    assert torch.allclose(a, b, atol=1e-4 * float(a.abs().max()))
+
+
+def test_fold_batchnorm_folds_the_custom_cnn_and_leaves_the_vit():
+    for name, expected in (("custom_cnn", 7), ("vit_small", 0)):
+        model = _random_bn_stats(models.build_model(name))
+        x = torch.randn(3, 3, 32, 32)
+        folded, n = evaluate.fold_batchnorm(model, x)
+        assert n == expected
+        with torch.no_grad():
+            assert torch.allclose(model(x), folded(x), atol=1e-4)
+
+
+class ConvReused(nn.Module):
+    """The conv output feeds the BatchNorm *and* a skip: folding the pair would change the skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) + y
+
+
+def test_fold_batchnorm_refuses_to_change_a_model():
+    model = _random_bn_stats(ConvReused())
+    with pytest.raises(evaluate.FoldError, match="changed its outputs"):
+        evaluate.fold_batchnorm(model, torch.randn(2, 3, 8, 8))
+
+
 # --- Grad-CAM -------------------------------------------------------------------------------
 class Spot(nn.Module):
     """Class 1 scores how bright the image is anywhere: its CAM must sit on the bright square."""
