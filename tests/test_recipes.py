@@ -136,6 +136,21 @@ def test_random_init_backbone_has_re_estimated_batchnorm_and_says_so():
     assert torch.isfinite(f).all() and f.std() > 0
 
 
+def test_random_init_backbone_is_kept_in_the_store_and_read_back_identical(artifact_root, monkeypatch):
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    fresh = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=1, bn_images=images)
+    stored = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=1, bn_images=images, profile="quick")
+    assert list((artifact_root / "quick" / "random_backbone").glob("*/backbone.pt"))
+    calls, forward = [], nn.modules.batchnorm._BatchNorm.forward
+    monkeypatch.setattr(nn.modules.batchnorm._BatchNorm, "forward", lambda self, x: calls.append(self) or forward(self, x))
+    again = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=1, bn_images=images, profile="quick")
+    assert not calls  # read back, not re-estimated
+    assert features.weights_id(fresh) == features.weights_id(stored) == features.weights_id(again)
+    assert again.provenance == fresh.provenance and not again.backbone.training
+    other = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=2, bn_images=images, profile="quick")
+    assert features.weights_id(other) != features.weights_id(again)  # another seed is another run
+
+
 def test_choose_lr_is_best_validation_then_smaller():
     import pandas as pd
     search = pd.DataFrame({"lr": [1e-4, 3e-4, 1e-3], "val_acc": [0.5, 0.7, 0.7]})

@@ -168,7 +168,8 @@ def probe_features(init: str, profile: str, seed: int, *, data_dir=None, device:
         train, _ = data.load_profile_data(cfg, data_dir)
         n = min(g["bn_recalibration_images"], len(train))
         bn_idx = torch.as_tensor(np.sort(np.random.default_rng(cfg["subset_seed"]).permutation(len(train))[:n]))
-        model = heads.random_init_backbone(g["backbone"], size=g["size"], seed=seed, bn_images=train.images[bn_idx])
+        model = heads.random_init_backbone(g["backbone"], size=g["size"], seed=seed, bn_images=train.images[bn_idx],
+                                           profile=profile)
     return heads.features_of(g["backbone"], profile, size=g["size"], model=model, data_dir=data_dir, device=device,
                              progress=False)
 

@@ -126,22 +126,37 @@ def features_of(name: str, profile: str = "full", *, size: int | None = None,
     return feats
 
 
-def random_init_backbone(name: str, *, size: int, seed: int, bn_images: torch.Tensor,
-                         batch_size: int = 250) -> backbones.TransferNet:
+def random_init_backbone(name: str, *, size: int, seed: int, bn_images: torch.Tensor, batch_size: int = 250,
+                         profile: str | None = None) -> backbones.TransferNet:
     """Backbone ``name`` with its architecture's random initialisation (``seed``) and BatchNorm
     statistics re-estimated on ``bn_images`` (uint8 training images; an untrained network has no
     statistics of its own, and with the initial mean 0 / variance 1 its activations vanish or explode
-    with depth). No labels are used. Its provenance records both."""
+    with depth). No labels are used. Its provenance records both.
+
+    ``profile``: keep the backbone's state in the artifact store (kind ``random_backbone``, keyed by
+    everything above and the torch version) and load it from there next time. Re-estimating the
+    statistics takes 10-30 s per seed on 2 CPU cores, and every reader of the controlled grid's
+    random-init probes needs the backbone, if only to key its features."""
+    run = None
+    if profile is not None:
+        key = {"backbone": name, "size": size, "seed": seed, "bn_images": artifacts.hash_tensor(bn_images),
+               "batch_size": batch_size, "torch": torch.__version__}
+        run = runs.Run("random_backbone", name, key, profile, marker="backbone.pt")
     torch.manual_seed(seed)
     model = backbones.build_transfer(name, init="random", size=size)
-    bns = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over every batch below
-    model.backbone.train()
-    with torch.no_grad():
-        for start in range(0, len(bn_images), batch_size):
-            model.backbone(model.preprocess(bn_images[start:start + batch_size]))
+    if run is not None and run.done:
+        model.backbone.load_state_dict(torch.load(run.path("backbone.pt"), map_location="cpu", weights_only=True))
+    else:
+        bns = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over every batch below
+        model.backbone.train()
+        with torch.no_grad():
+            for start in range(0, len(bn_images), batch_size):
+                model.backbone(model.preprocess(bn_images[start:start + batch_size]))
+        if run is not None:
+            artifacts.torch_save(run.folder / "backbone.pt", model.backbone.state_dict())
     model.backbone.eval()
     model.provenance = {**model.provenance, "seed": seed, "bn_statistics": f"re-estimated on {len(bn_images):,} "
                         "training images (no labels)"}
