@@ -3,7 +3,8 @@
     python -m benchmarks.profile_stages [--threads 2] [--steps 4] [--no-compile] [--smoke]
 
 For each stage (Custom CNN and ViT training steps at batch 128, bf16; MobileNetV2 224-px feature
-extraction at batch 64, bf16) it prints the ten operators with the most self CPU time (torch.profiler)
+extraction at batch 64, bf16; the Custom CNN at batch 1 in fp32 and as the static-INT8 PT2E reference model
+that notebook 05 times) it prints the ten operators with the most self CPU time (torch.profiler)
 and their share of the step, then images/s eager and with ``torch.compile`` (inductor, default mode),
 the compile time counted separately and the steps needed to pay it back. Everything runs in one
 process, one stage after another, with random inputs (no data needed). Results also go to
@@ -51,6 +52,25 @@ def extract_fn(backbone: nn.Module, batch: int, size: int = 224):
     return step
 
 
+def int8_batch1_fn(which: str):
+    """Batch-1 inference of the Custom CNN (untrained; speed does not depend on the weights) as notebook 05
+    times it: fp32, or static INT8 (quantize.static_int8: the PT2E reference model), calibrated on random
+    images. Returns (step, deployed model)."""
+    from studylib import config, quantize
+    from studylib.recipes import scratch
+
+    torch.manual_seed(0)
+    model = scratch.build("custom_cnn", config.recipe("study")).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=g)
+    net = model if which == "fp32" else quantize.static_int8(model, x, "net")
+
+    def step():
+        with torch.inference_mode():
+            net(x[:1])
+    return step, net
+
+
 def top_operators(step, n: int = 10) -> list[dict]:
     step()  # warm-up outside the profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -62,6 +82,7 @@ def top_operators(step, n: int = 10) -> list[dict]:
 
 
 def rate(step, images: int, steps: int) -> float:
+    steps = steps if images > 1 else 50 * steps  # batch-1 calls take milliseconds: time more of them
     step()
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -83,6 +104,9 @@ def main(argv=None) -> None:
         "vit_small train (bf16)": lambda: (train_step_fn(models.build_model("vit_small"), b, False), b),
         "mobilenet_v2 224-px extraction (bf16)": lambda: (
             extract_fn(backbones.build_transfer("mobilenet_v2_float", init=None).backbone, b // 2), b // 2),
+        # notebook 05's batch-1 latency: why static INT8 is not faster than fp32 here
+        "custom_cnn batch 1 (fp32)": lambda: (int8_batch1_fn("fp32")[0], 1),
+        "custom_cnn batch 1 (static int8, PT2E reference model)": lambda: (int8_batch1_fn("int8")[0], 1),
     }
     out = {}
     for name, make in stages.items():
@@ -111,6 +135,10 @@ def main(argv=None) -> None:
 
 
 def compile_step(name: str, batch: int):
+    if "batch 1" in name:  # inductor lowers the PT2E reference model's (de)quantize + float op patterns to int8 kernels
+        step, model = int8_batch1_fn("int8" if "int8" in name else "fp32")
+        model.net = torch.compile(model.net)
+        return step
     if name.startswith("custom_cnn"):
         return train_step_fn(torch.compile(models.build_model("custom_cnn")), batch, True)
     if name.startswith("vit_small"):
