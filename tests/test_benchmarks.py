@@ -74,6 +74,21 @@ def test_bench_limits_smoke(tmp_path):
     assert list(store.iterdir()) == []  # a benchmark writes nothing into the artifact store
 
 
+@pytest.mark.e2e  # runs a whole benchmark script
+def test_profile_stages_smoke_names_the_int8_reference_models_operators(tmp_path):
+    record, store = run_benchmark("profile_stages", ["--smoke", "--threads", "1", "--no-compile"], tmp_path)
+    stages = record["stages"]
+    assert {"custom_cnn batch 1 (fp32)", "custom_cnn batch 1 (static int8, PT2E reference model)"} <= set(stages)
+    for name, rec in stages.items():
+        assert positive(rec["eager_images_per_s"]) and rec["top_operators"], name
+        assert 0.5 < sum(o["share"] for o in rec["top_operators"]) <= 1 + 1e-9  # the top ten hold most of the time
+    int8_ops = {o["op"] for o in stages["custom_cnn batch 1 (static int8, PT2E reference model)"]["top_operators"]}
+    assert any(op.startswith("quantized_decomposed::") for op in int8_ops)  # the (de)quantize ops it runs in float
+    assert not any(op.startswith("quantized_decomposed::")
+                   for op in (o["op"] for o in stages["custom_cnn batch 1 (fp32)"]["top_operators"]))
+    assert list(store.iterdir()) == []
+
+
 @pytest.mark.e2e  # runs a whole benchmark script (the strong one trains a quick model)
 def test_bench_strong_quick_full_run(tmp_path, real_data_dir):
     record, store = run_benchmark("bench_strong", ["--full-run", "--profile", "quick", "--threads", "1"], tmp_path,
