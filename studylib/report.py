@@ -260,9 +260,10 @@ def reevaluate(rows: dict, test, tolerance_pts: float, *, device: str = "cpu", b
     for key, d in rows.items():
         if not d.ok:
             continue
-        # BatchNorm folded into the convolutions: the same function, faster (benchmarks.bench_limits "reevaluate"
-        # rows, fp32 at 224 px on the 2-core AMD EPYC: MobileNetV2 1.35x, EfficientNet-Lite0 1.12x); the
-        # agreement with the recorded predictions below shows it changed nothing
+        # BatchNorm folded into the convolutions: the same function, faster (fp32 at 224 px, channels_last, on the
+        # 2-core AMD EPYC: MobileNetV2 1.35-1.54x, EfficientNet-Lite0 1.12-1.35x over two measurements, one of
+        # them benchmarks.bench_limits' "reevaluate" rows); the agreement with the recorded predictions below
+        # shows it changed nothing
         model, folded = evaluate.fold_batchnorm(d.model, test.images[:2])
         lg = logits[key] = engine.batched_logits(model, test.images, device=device, precision="fp32",
                                                  batch_size=batch_size, progress=progress, desc=d.label)
