@@ -83,7 +83,8 @@ def device_label(metrics: dict) -> str:
     env = metrics.get("environment", {})
     if str(metrics.get("device", "")).startswith("cuda"):
         return f"cuda ({env.get('gpu', 'GPU')})"
-    return f"cpu ({env.get('cpu', '?')}, {env.get('threads', '?')} threads)"
+    threads = env.get("threads", "?")
+    return f"cpu ({env.get('cpu', '?')}, {threads} thread{'' if threads == 1 else 's'})"
 
 
 def check_machine_load(what: str, cores: int | None = None) -> str | None:
