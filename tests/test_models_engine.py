@@ -230,3 +230,10 @@ def test_device_resolution():
             runtime.resolve_device("cuda")
     with pytest.raises(ValueError, match="precision"):
         runtime.autocast(torch.device("cpu"), "fp16")
+
+
+def test_device_label_names_where_a_run_trained():
+    env = {"cpu": "AMD EPYC", "gpu": "NVIDIA H200"}
+    assert runtime.device_label({"device": "cpu", "environment": {**env, "threads": 2}}) == "cpu (AMD EPYC, 2 threads)"
+    assert runtime.device_label({"device": "cpu", "environment": {**env, "threads": 1}}) == "cpu (AMD EPYC, 1 thread)"
+    assert runtime.device_label({"device": "cuda:0", "environment": env}) == "cuda (NVIDIA H200)"
