@@ -40,6 +40,7 @@ Writes benchmarks/results/limits-<cpu>-<UTC date>.json ($BENCH_RESULTS_DIR overr
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import time
 from dataclasses import asdict, dataclass
@@ -231,6 +232,16 @@ def scratch_eval(name: str, s: Sizes) -> dict:
     return {"images_per_s": ips, "flops_per_image": flops, "precision": r["precision"], "batch": s.eval_batch}
 
 
+@functools.lru_cache(maxsize=None)
+def backbone_cost(name: str) -> tuple[float, float]:
+    """(FLOPs, activation bytes) per image of ``name``'s unfolded 224-px backbone: counted once per backbone,
+    shared by its extraction and re-evaluation variants (pixel values change neither)."""
+    model, _ = transfer_model(name, size=EXTRACT_SIZE)
+    example = model.preprocess(random_images(2)[0])
+    return (timing.flops_per_example(model.backbone.eval(), example, backward=False),
+            activation_bytes(model.backbone, example))
+
+
 def extraction(name: str, s: Sizes, bandwidth_gb_s: float, *, precision: str = "bf16", fold: bool = False,
                whole_model: bool = False) -> dict:
     """``name``'s 224-px backbone as features.extract runs it (``whole_model``: the deployed model, backbone +
@@ -238,9 +249,7 @@ def extraction(name: str, s: Sizes, bandwidth_gb_s: float, *, precision: str = "
     convolutions (evaluate.fold_batchnorm)."""
     model, init = transfer_model(name, size=EXTRACT_SIZE)
     x, _ = random_images(s.extract_images)
-    example = model.preprocess(x[:2])
-    flops = timing.flops_per_example(model.backbone.eval(), example, backward=False)
-    traffic = activation_bytes(model.backbone, example)  # bytes per image (of the unfolded network)
+    flops, traffic = backbone_cost(name)  # traffic: bytes per image of the unfolded network
     folded = 0
     if fold:
         model, folded = evaluate.fold_batchnorm(model, x[:2])

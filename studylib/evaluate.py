@@ -172,7 +172,7 @@ class FoldError(RuntimeError):
 
 
 @torch.no_grad()
-def fold_batchnorm(model: nn.Module, example: torch.Tensor, *, rtol: float = 1e-3) -> tuple[nn.Module, int]:
+def fold_batchnorm(model: nn.Module, example: torch.Tensor, *, tolerance: float = 1e-3) -> tuple[nn.Module, int]:
     """An inference copy of ``model`` (eval mode) in which every BatchNorm2d that reads a Conv2d's output
     directly is folded into that convolution (``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g /
     sqrt(var + eps) + beta``) and replaced by Identity; ``model`` itself is left untouched.
@@ -182,7 +182,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, *, rtol: float = 1e-
     of MobileNetV2's 224-px time). The pairs are found by running ``example`` once with hooks (a
     BatchNorm whose input tensor is a convolution's output; each module called once), so no tracing is
     needed. Raises ``FoldError`` if the folded copy's outputs on ``example`` differ from the original's by
-    more than ``rtol`` of their scale. Returns (folded copy, number of BatchNorms folded)."""
+    more than ``tolerance`` times their largest magnitude. Returns (folded copy, number of BatchNorms folded)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     folded = copy.deepcopy(model).eval()
@@ -215,7 +215,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, *, rtol: float = 1e-
             setattr(folded.get_submodule(parent) if parent else folded, attr, replacement)
     out = folded(example)
     scale = reference.abs().max().clamp_min(1e-12)
-    if not torch.allclose(out, reference, rtol=0, atol=rtol * float(scale)):
+    if not torch.allclose(out, reference, rtol=0, atol=tolerance * float(scale)):
         raise FoldError(f"folding {len(pairs)} BatchNorm layers of {type(model).__name__} changed its outputs by "
                         f"{float((out - reference).abs().max()):.3g} (scale {float(scale):.3g})")
     return folded, len(pairs)
