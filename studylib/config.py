@@ -188,7 +188,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     # End-to-end training of a torchvision architecture at a reduced input size: the fine-tuning column
     # of the controlled grid (ImageNet init) and its random-init twin. Only "init" may differ between
-    # the two rows of the grid (tests/test_controlled.py).
+    # the two rows of the grid (tests/test_report.py).
     "finetune": {
         "kind": "finetune",
         "label": "end-to-end training at a reduced input size",

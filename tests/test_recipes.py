@@ -171,6 +171,20 @@ def test_probe_and_fine_tune_see_the_same_test_images_whatever_their_seeds(real_
         assert job.run.key["data"]["test"] == ft
 
 
+def test_each_grid_run_names_the_command_that_trains_it(real_data_dir):
+    """A "not run here" line must name a command that trains that run: a data-efficiency point is not the
+    full-data cell of the same seed, and a learning-rate search run is trained by the row's search."""
+    cell = finetune.job("imagenet", "quick", seed=1, data_dir=real_data_dir).command
+    assert cell.endswith("--only finetune --inits imagenet --seeds 1")
+    point = finetune.job("random", "quick", seed=2, per_class=10, data_dir=real_data_dir).command
+    assert point.endswith("--only efficiency --inits random --seeds 2 --per-class 10")
+    search = finetune.job("imagenet", "quick", seed=0, per_class=10, val_fraction=0.1, data_dir=real_data_dir).command
+    assert search.endswith("--only lr --inits imagenet")
+    assert finetune._command("full", "random", 3, per_class=100, training="probe").endswith(
+        "--only efficiency --inits random --seeds 3 --per-class 100")
+    assert finetune._command("full", "random", 3, training="probe").endswith("--only probe --inits random --seeds 3")
+
+
 def test_retraining_estimate_covers_the_selected_notebooks(monkeypatch):
     from studylib import estimate
 

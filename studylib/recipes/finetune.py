@@ -7,7 +7,7 @@ initialisation, frozen (linear probe) vs trained end to end — the design of Ko
     | random           | random-features probe         | trained from scratch      |
 
 Within a column both rows share the recipe (optimiser, schedule, 15 epochs, batch, augmentation,
-precision); only the initialisation differs (``cell_config``; tests/test_controlled.py). The
+precision); only the initialisation differs (``cell_config``; tests/test_report.py). The
 end-to-end column's learning rate is chosen per row by the same procedure: short runs on a
 stratified subset, scored on a validation split held out of the training images — never the test
 set (``choose_lr``). BatchNorm: probe cells keep it in eval mode (ImageNet statistics; the random
@@ -118,9 +118,19 @@ def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float 
         engine.fit(run, model, plan, test_labels=eval_split.labels, train_n=len(fit_split), device=device,
                    precision=r["precision"], channels_last=True, progress=progress, eval_name=eval_name)
 
-    command = (f"python -m studylib.recipes.finetune --profile {profile} --only finetune --inits {init} "
-               f"--seeds {r['seed']}")
-    return runs.Job(run, fit, command)
+    return runs.Job(run, fit, _command(profile, init, r["seed"], per_class=per_class, lr_search=val_idx is not None))
+
+
+def _command(profile: str, init: str, seed: int, *, per_class: int | None = None, lr_search: bool = False,
+             training: str = "finetune") -> str:
+    """The command that trains one run of the grid: a grid cell, a learning-rate search run (the row's whole
+    search) or a data-efficiency point (``per_class``)."""
+    base = f"python -m studylib.recipes.finetune --profile {profile}"
+    if lr_search:
+        return f"{base} --only lr --inits {init}"
+    if per_class is not None:
+        return f"{base} --only efficiency --inits {init} --seeds {seed} --per-class {per_class}"
+    return f"{base} --only {training} --inits {init} --seeds {seed}"
 
 
 def load(run: runs.Run) -> backbones.TransferNet:
@@ -181,7 +191,7 @@ def probe_job(init: str, profile: str, seed: int, *, per_class: int | None = Non
     feats = probe_features(init, profile, seed, data_dir=data_dir, device=device)
     j = heads.head_job(feats, "head", profile, seed=seed, per_class=per_class, device=device, progress=False,
                        kind="controlled_probe")
-    j.command = f"python -m studylib.recipes.finetune --profile {profile} --only probe --inits {init} --seeds {seed}"
+    j.command = _command(profile, init, seed, per_class=per_class, training="probe")
     return j
 
 
@@ -251,6 +261,8 @@ def main(argv=None) -> None:
                     default=("probe", "lr", "finetune", "efficiency"))
     ap.add_argument("--inits", nargs="*", choices=INITS, default=list(INITS))
     ap.add_argument("--seeds", type=int, nargs="*", default=None, help="default: the grid's")
+    ap.add_argument("--per-class", type=int, nargs="*", default=None,
+                    help="data efficiency: only these labelled images per class (default: the grid's)")
     args = ap.parse_args(argv)
     g = config.grid("controlled", args.profile)
     kw = dict(device=args.device)
@@ -273,8 +285,10 @@ def main(argv=None) -> None:
                       f"({run.metrics['train_seconds'] / 60:.1f} min)", flush=True)
     if "efficiency" in args.only:
         for (training, init, pc), cell in efficiency_jobs(args.profile, **kw).items():
+            if init not in args.inits or (args.per_class is not None and pc not in args.per_class):
+                continue
             for j in cell:
-                if init in args.inits and (args.seeds is None or j.run.key.get("recipe", {}).get("seed") in args.seeds):
+                if args.seeds is None or j.run.key.get("recipe", {}).get("seed") in args.seeds:
                     m = j.train().metrics
                     print(f"{training} {init} seed {m['seed']}, {pc * 10:,} images: {100 * m['test_acc']:.2f}%",
                           flush=True)
