@@ -50,7 +50,7 @@ class Cached:
         return len(self.features) / self.seconds if self.seconds else float("nan")
 
     def summary(self) -> dict:
-        return {"path": str(self.path), "n": len(self.features), "dim": self.features.shape[1],
+        return {"path": config.display_path(self.path), "n": len(self.features), "dim": self.features.shape[1],
                 "dtype": str(self.features.dtype).replace("torch.", ""), "seconds": self.seconds,
                 "images_per_s": self.images_per_s, "reused": self.reused, "key_hash": self.key_hash}
 

@@ -97,7 +97,7 @@ class ResolvedWeights:
 
     def provenance(self) -> dict[str, Any]:
         known = self.spec.known_sha256.get(self.path.name)
-        return {"backbone": self.backbone, "source": self.source, "path": str(self.path), "file": self.path.name,
+        return {"backbone": self.backbone, "source": self.source, "path": config.display_path(self.path), "file": self.path.name,
                 "sha256": self.sha256, "matches_published_sha256": None if known is None else known == self.sha256,
                 "torchvision_member": self.spec.torchvision if self.source == "torchvision" else None,
                 "note": self.spec.note}

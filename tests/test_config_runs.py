@@ -1,4 +1,5 @@
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -212,3 +213,26 @@ def test_every_shipped_file_is_committable():
         pytest.skip("not a git checkout")
     out = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=root, capture_output=True, text=True)
     assert out.stdout.split() == [], f"git ignores shipped files; add an exception to .gitignore: {out.stdout}"
+
+
+def test_shipped_files_name_no_machine_path():
+    """Shipped metrics travel to every clone: paths in them (feature caches, weight files) are written as
+    config.display_path writes them, never as the training machine's absolute path."""
+    texts = [p for p in config.SHIPPED_RUNS_DIR.rglob("*.json")]
+    if not texts:
+        pytest.skip("no shipped runs")
+    leaks = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+        elif isinstance(node, str) and (node.startswith(("/", "~")) or ":\\" in node):
+            leaks.append(f"{where} = {node}")
+
+    for p in texts:
+        walk(json.loads(p.read_text()), p.relative_to(config.PROJ_ROOT).as_posix())
+    assert not leaks, f"{len(leaks)} absolute paths in shipped files, e.g. {leaks[:3]}"
