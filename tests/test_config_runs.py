@@ -218,8 +218,8 @@ def test_every_shipped_file_is_committable():
 def test_shipped_files_name_no_machine_path():
     """Shipped metrics travel to every clone: paths in them (feature caches, weight files) are written as
     config.display_path writes them, never as the training machine's absolute path."""
-    texts = [p for p in config.SHIPPED_RUNS_DIR.rglob("*.json")]
-    if not texts:
+    files = list(config.SHIPPED_RUNS_DIR.rglob("*.json"))
+    if not files:
         pytest.skip("no shipped runs")
     leaks = []
 
@@ -233,6 +233,6 @@ def test_shipped_files_name_no_machine_path():
         elif isinstance(node, str) and (node.startswith(("/", "~")) or ":\\" in node):
             leaks.append(f"{where} = {node}")
 
-    for p in texts:
+    for p in files:
         walk(json.loads(p.read_text()), p.relative_to(config.PROJ_ROOT).as_posix())
     assert not leaks, f"{len(leaks)} absolute paths in shipped files, e.g. {leaks[:3]}"
