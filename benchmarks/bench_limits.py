@@ -10,10 +10,11 @@ Then, per stage, with the study's own code paths (studylib.engine, features, qua
   vit_small train              04  the same, contiguous (as the ViT's recipe)
   custom_cnn / vit_small eval  02  engine.batched_logits, bf16, batch 500 (the per-epoch test pass)
                                04
-  extract <backbone> (224 px)  03  features.time_extraction: bf16, channels_last, batch 64; and the same
-                                   with BatchNorm folded into the convolutions (evaluate.fold_batchnorm)
-  reevaluate <backbone>        05  the deployed model (backbone + head) in fp32, batch 64, BatchNorm folded
-                                   (report.reevaluate), and the same unfolded
+  extract <backbone> (224 px)  03  features.time_extraction: bf16, channels_last, batch features.batch_for
+                                   (8); and the same with BatchNorm folded into the convolutions
+                                   (evaluate.fold_batchnorm)
+  reevaluate <backbone>        05  the deployed model (backbone + head) in fp32, batch features.batch_for (4),
+                                   BatchNorm folded (report.reevaluate), and the same unfolded
   head train                   03  Dropout + Linear 1280->10 on random features, fp32, 1 thread, batch 128
   finetune mobilenet_v2_float  12  end-to-end bf16 training step at the controlled grid's size (64 px)
   int8 custom_cnn              05  quantize.static_int8 (PT2E), batch 1 and batch 64
@@ -73,7 +74,7 @@ class Sizes:
     steps: int            # timed training steps, after one untimed warm-up step
     eval_images: int      # images per evaluation pass (in batches of eval_batch)
     eval_batch: int
-    extract_images: int   # images per extraction timing (in batches of up to features.BATCH)
+    extract_images: int   # images per extraction timing (in batches of up to features.batch_for)
     head_steps: int       # timed head steps (each takes milliseconds)
     int8_calibration: int
     int8_calls: int       # timed calls per INT8 measurement
@@ -245,7 +246,7 @@ def backbone_cost(name: str) -> tuple[float, float]:
 def extraction(name: str, s: Sizes, bandwidth_gb_s: float, *, precision: str = "bf16", fold: bool = False,
                whole_model: bool = False) -> dict:
     """``name``'s 224-px backbone as features.extract runs it (``whole_model``: the deployed model, backbone +
-    head, as notebook 05's re-evaluation runs it, batch 64), optionally with BatchNorm folded into the
+    head, as notebook 05's re-evaluation runs it), optionally with BatchNorm folded into the
     convolutions (evaluate.fold_batchnorm)."""
     model, init = transfer_model(name, size=EXTRACT_SIZE)
     x, _ = random_images(s.extract_images)
@@ -253,12 +254,12 @@ def extraction(name: str, s: Sizes, bandwidth_gb_s: float, *, precision: str = "
     folded = 0
     if fold:
         model, folded = evaluate.fold_batchnorm(model, x[:2])
-    batch = min(features.BATCH, len(x))
+    batch = min(features.batch_for(EXTRACT_SIZE, precision), len(x))
     if whole_model:
         ips = len(x) * calls_per_s(lambda: engine.batched_logits(model, x, device=CPU, precision=precision,
                                                                  batch_size=batch), 1)
     else:
-        ips = features.time_extraction(model, x, precision=precision, device="cpu")
+        ips = features.time_extraction(model, x, precision=precision, device="cpu", batch_size=batch)
     gb_s = traffic * ips / 1e9
     return {"images_per_s": ips, "flops_per_image": flops, "precision": precision, "batch": batch,
             "activation_mb_per_image": traffic / 1e6, "activation_gb_per_s": gb_s,

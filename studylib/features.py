@@ -29,10 +29,32 @@ from . import artifacts, config, runs, runtime
 
 FEATURES_VERSION = 1
 SHARD = 5000       # images per shard file: an interruption loses at most one shard of work
-# Images per forward pass: 64 with channels_last and bf16 autocast extracted MobileNetV2 at 88 images/s on the
-# 2-core AMD CPU, 128 at 68 (same process, 224 px); results do not depend on it.
-BATCH = 64
+# Input bytes per forward pass. Depthwise networks are memory-bound on CPU, and a pass whose activations stay
+# close to the caches is fastest. benchmarks.bench_batch (2-core AMD EPYC, 2026-12-03; batches 1-512 at 224 and
+# 64 px, same process): at 224 px, batch 8 extracts (bf16) 2.04x (MobileNetV2) and 1.91x (EfficientNet-Lite0) as
+# many images/s as batch 64 did, and re-evaluates (fp32, BatchNorm folded) 1.90x / 1.93x; at 64 px, batch 64-128
+# (bf16) and 32-64 (fp32) are fastest. Outputs at every batch size equalled batch 64's (bf16 features exactly; fp32
+# logits exactly from batch 2 up, within 4e-7 at batch 1), so cached features and recorded predictions do not
+# depend on it.
+PASS_BYTES = 8 * 224 * 224 * 2   # batch 8 at 224 px in bf16; 4 in fp32; ~100 / ~50 at 64 px
+MAX_BATCH = 512
+GPU_BATCH = 64   # on a GPU: the setting before bench_batch (which measures the CPU only)
 FINAL = "features.pt"  # the assembled cache (written last); shards are deleted once it exists
+
+
+def batch_for(size: int | None, precision: str = "bf16", device: str | torch.device = "cpu") -> int:
+    """Images per forward pass for ``size``-px inputs (None: CIFAR-10's native 32 px) under ``precision``
+    on ``device``: on the CPU, PASS_BYTES over one image's input bytes (2 per value in bf16, else 4), between
+    1 and MAX_BATCH; on a GPU, GPU_BATCH."""
+    if torch.device(device).type != "cpu":
+        return GPU_BATCH
+    per_image = (size or 32) ** 2 * (2 if precision == "bf16" else 4)
+    return max(1, min(MAX_BATCH, round(PASS_BYTES / per_image)))
+
+
+def model_batch(model: nn.Module, precision: str = "bf16", device: str | torch.device = "cpu") -> int:
+    """batch_for at the input size ``model``'s preprocessing produces (native when it does not resize)."""
+    return batch_for(getattr(getattr(model, "preprocess", None), "size", None), precision, device)
 
 
 @dataclass
@@ -75,10 +97,11 @@ def feature_key(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, pr
 
 @torch.inference_mode()
 def extract(model: nn.Module, images: torch.Tensor, *, precision: str = "bf16", device: str = "auto",
-            batch_size: int = BATCH, progress: bool | None = None, desc: str = "features") -> torch.Tensor:
+            batch_size: int | None = None, progress: bool | None = None, desc: str = "features") -> torch.Tensor:
     """Backbone features (N, D) of uint8 ``images`` (a TransferNet in channels_last, eval mode): bf16
-    under bf16 autocast, else fp32."""
+    under bf16 autocast, else fp32; ``batch_size`` images per pass (None: model_batch)."""
     dev = runtime.resolve_device(device)
+    batch_size = batch_size or model_batch(model, precision, dev)
     model.eval().to(dev).use_channels_last()
     out_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if progress is None:
@@ -119,7 +142,7 @@ def is_cached(model: nn.Module, split, profile: str, precision: str) -> bool:
 
 
 def cached_features(model: nn.Module, split, profile: str, *, precision: str = "bf16", device: str = "auto",
-                    force: bool = False, progress: bool | None = None, batch_size: int = BATCH) -> Cached:
+                    force: bool = False, progress: bool | None = None, batch_size: int | None = None) -> Cached:
     """Features of every image of ``split`` (a data.CifarSplit) through ``model``'s frozen backbone,
     from the cache when it is complete and matches, else computed (resuming finished shards)."""
     run = feature_run(model, split, profile, precision)
@@ -163,10 +186,12 @@ def cached_features(model: nn.Module, split, profile: str, *, precision: str = "
     return Cached(feats, split.labels, key, key_hash, folder, seconds, reused=False)
 
 
-def time_extraction(model: nn.Module, images: torch.Tensor, *, precision: str = "bf16", device: str = "auto") -> float:
-    """images/s of ``model``'s frozen backbone on ``images`` (bf16 by default, the cache's batch size),
-    after one untimed warm-up batch."""
-    extract(model, images[:BATCH], precision=precision, device=device, progress=False)
+def time_extraction(model: nn.Module, images: torch.Tensor, *, precision: str = "bf16", device: str = "auto",
+                    batch_size: int | None = None) -> float:
+    """images/s of ``model``'s frozen backbone on ``images`` (bf16 by default; ``batch_size`` None: the cache's,
+    model_batch), after one untimed warm-up batch."""
+    batch_size = batch_size or model_batch(model, precision, runtime.resolve_device(device))
+    extract(model, images[:batch_size], precision=precision, device=device, batch_size=batch_size, progress=False)
     t0 = time.perf_counter()
-    extract(model, images, precision=precision, device=device, progress=False)
+    extract(model, images, precision=precision, device=device, batch_size=batch_size, progress=False)
     return len(images) / (time.perf_counter() - t0)

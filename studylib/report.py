@@ -248,13 +248,14 @@ class ReevaluationError(RuntimeError):
     """A deployed model does not reproduce its recorded test accuracy."""
 
 
-def reevaluate(rows: dict, test, tolerance_pts: float, *, device: str = "cpu", batch_size: int = 64,
+def reevaluate(rows: dict, test, tolerance_pts: float, *, device: str = "cpu", batch_size: int | None = None,
                progress: bool = False) -> tuple[pd.DataFrame, dict]:
     """Run every deployed (ok) model on the test images now, in fp32 with its BatchNorms folded into the
-    convolutions (evaluate.fold_batchnorm), and compare its accuracy with
+    convolutions (evaluate.fold_batchnorm), ``batch_size`` images per pass (None: features.model_batch, 4 at
+    224 px), and compare its accuracy with
     the accuracy its run recorded. Raises ReevaluationError naming each row and both numbers when they
     differ by more than ``tolerance_pts`` points. Returns (table, {row: logits})."""
-    from . import engine, evaluate
+    from . import engine, evaluate, features
 
     recs, logits = [], {}
     for key, d in rows.items():
@@ -265,8 +266,9 @@ def reevaluate(rows: dict, test, tolerance_pts: float, *, device: str = "cpu", b
         # them benchmarks.bench_limits' "reevaluate" rows); the agreement with the recorded predictions below
         # shows it changed nothing
         model, folded = evaluate.fold_batchnorm(d.model, test.images[:2])
+        batch = batch_size or features.model_batch(model, "fp32", runtime.resolve_device(device))
         lg = logits[key] = engine.batched_logits(model, test.images, device=device, precision="fp32",
-                                                 batch_size=batch_size, progress=progress, desc=d.label)
+                                                 batch_size=batch, progress=progress, desc=d.label)
         acc = float((lg.argmax(1) == test.labels).float().mean())
         rec = d.metrics["test_acc"]
         saved = d.run.predictions()["pred"]
@@ -678,7 +680,8 @@ def resolution_section(profile: str, *, data_dir=None, device: str = "auto") -> 
             except weights.WeightsUnavailable as exc:
                 print(f"{name}: not run: no pretrained weights ({exc})")
                 break
-            machine = {**evaluate.cpu_info(), "name": name, "size": size, "images": g["timing_images"]}
+            machine = {**evaluate.cpu_info(), "name": name, "size": size, "images": g["timing_images"],
+                       "batch": features.batch_for(size, device=runtime.resolve_device(device))}
             images = feats.test.images[:g["timing_images"]]
             speed = runs.measured(profile, "extraction_speed", f"{name}-{size}", machine,
                                   lambda: features.time_extraction(feats.model, images, device=device))

@@ -17,10 +17,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import artifacts, config, corruptions, data, engine, runs, runtime
+from . import artifacts, config, corruptions, data, engine, features, runs, runtime
 
 ROBUSTNESS_VERSION = 1
-BATCH = 64           # images per forward pass (the feature cache's fastest CPU setting; results do not depend on it)
 PRECISION = "bf16"   # autocast, as the study's feature extraction and training evaluation
 
 
@@ -49,7 +48,8 @@ def evaluate_model(name: str, model: nn.Module, run_id: str, subset: data.CifarS
     for corruption, severity in tqdm(conditions, desc=f"{name} corruptions", leave=False, disable=not bar):
         x = subset.images if corruption == "clean" else corruptions.corrupt(subset.images, corruption, severity, g["seed"])
         t0 = time.perf_counter()
-        logits = engine.batched_logits(model, x, device=device, precision=PRECISION, batch_size=BATCH)
+        logits = engine.batched_logits(model, x, device=device, precision=PRECISION,
+                                        batch_size=features.model_batch(model, PRECISION, runtime.resolve_device(device)))
         rows.append({"model": name, "corruption": corruption, "severity": severity,
                      "acc": (logits.argmax(1) == subset.labels).float().mean().item(), "images": len(x),
                      "seconds": time.perf_counter() - t0})

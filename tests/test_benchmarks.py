@@ -112,3 +112,22 @@ def test_grouped_conv_backward_flops_are_not_overcounted():
         assert forward == 2 * 9 * (32 // groups) * 32 * 8 * 8
         assert timing.flops_per_example(conv, x, backward=True) == 2 * forward
         assert timing.flops_per_example(conv, x.clone().requires_grad_(True), backward=True) == 3 * forward
+
+
+@pytest.mark.e2e  # runs a whole benchmark script
+def test_bench_batch_smoke_times_each_path_against_batch_64(tmp_path):
+    record, store = run_benchmark("bench_batch", ["--smoke", "--threads", "1"], tmp_path)
+    assert record["name"] == "batch_smoke" and record["baseline_batch"] == 64
+    rows = record["rows"]
+    stages = {r["stage"] for r in rows}
+    assert stages == {f"{p} {b} 64px" for p in ("extract", "reevaluate")
+                      for b in ("mobilenet_v2_float", "efficientnet_lite0")}
+    for stage in stages:
+        mine = {r["batch"]: r for r in rows if r["stage"] == stage}
+        assert set(mine) == {4, 64}
+        assert mine[64]["speedup_vs_64"] == 1.0 and mine[64]["max_abs_diff_vs_64"] == 0.0
+        assert all(positive(r["images_per_s"]) and positive(r["fraction_of_limit"]) for r in mine.values())
+        assert sum(r["default"] != "" for r in mine.values()) <= 1
+        if stage.startswith("reevaluate"):  # fp32: the batch size changes no logit the study records
+            assert mine[4]["max_abs_diff_vs_64"] < 1e-4
+    assert list(store.iterdir()) == []
