@@ -606,12 +606,21 @@ def answer_summary(grid: dict, eff: dict, strong: dict | None, profile: str) -> 
            "init_effect": {tr: vs(lab[(tr, "random")], lab[(tr, "imagenet")], tests) for tr in ("probe", "finetune")},
            "small": {"train_images": smallest * 10, **small}}
     if strong and strong["summary"]["seeds"]:
-        st_runs = strong["runs"]
         out["strong"] = strong["summary"]
-        out["strong_vs"] = {tr: paired_row("strong recipe (no TTA)", st_runs, lab[(tr, "imagenet")],
-                                           grid["runs"].get((tr, "imagenet"), []))
-                            if grid["runs"].get((tr, "imagenet")) else None for tr in ("probe", "finetune")}
+        out["strong_vs"] = {tr: paired_row(*pair) if pair[3] else None
+                            for tr, pair in zip(("probe", "finetune"), strong_pairs(grid, strong))}
     return out
+
+
+def strong_pairs(grid: dict, strong: dict) -> list[tuple[str, list, str, list]]:
+    """The ImageNet cells of the grid against the strong scratch recipe, for paired_row / paired_tests:
+    (strong recipe, its finished runs, ImageNet cell, its finished runs) for the probe, then the fine-tune
+    (b - a: how far the ImageNet cell lies above the best scratch recipe)."""
+    from .recipes import finetune
+
+    done = lambda rs: [r for r in rs if r.done]  # noqa: E731
+    return [("strong recipe (no TTA)", done(strong["runs"]), finetune.CELL_LABELS[(tr, "imagenet")],
+             done(grid["runs"].get((tr, "imagenet"), []))) for tr in ("probe", "finetune")]
 
 
 def strong_section(profile: str, *, data_dir=None, device: str = "auto") -> dict:

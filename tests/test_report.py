@@ -115,6 +115,32 @@ def test_paired_statements_match_stats():
     assert report._diff(row) == stats.format_difference(row) and report._diff(None) == "not measured"
 
 
+class _Run:
+    """A finished run as paired_row reads it: per-example predictions on shared test images."""
+
+    def __init__(self, pred, done=True):
+        self.done, self._pred = done, np.asarray(pred)
+
+    def predictions(self):
+        return {"pred": self._pred, "y": np.array([0, 1, 2, 3, 0, 1]), "index": np.arange(6)}
+
+
+def test_imagenet_cells_are_tested_against_the_strong_recipe():
+    strong = {"runs": [_Run([0, 1, 2, 3, 0, 0])]}  # 5 of 6 right
+    grid = {"runs": {("probe", "imagenet"): [_Run([0, 1, 0, 0, 0, 0])],  # 3 right; loses 2, wins none
+                     ("finetune", "imagenet"): [_Run([0, 1, 2, 3, 0, 1]), _Run([0, 0, 0, 0, 0, 0], done=False)]}}
+    pairs = report.strong_pairs(grid, strong)
+    assert [(p[0], p[2]) for p in pairs] == [("strong recipe (no TTA)", finetune.CELL_LABELS[(tr, "imagenet")])
+                                             for tr in ("probe", "finetune")]
+    assert len(pairs[1][3]) == 1  # the unfinished seed is left out
+    t = report.paired_tests(pairs).set_index("b")
+    probe, ft = t.loc[finetune.CELL_LABELS[("probe", "imagenet")]], t.loc[finetune.CELL_LABELS[("finetune", "imagenet")]]
+    assert (probe.n01, probe.n10) == (0, 2) and probe.difference == pytest.approx(-2 / 6)
+    assert (ft.n01, ft.n10) == (1, 0) and ft.difference == pytest.approx(1 / 6)
+    # an ImageNet cell with no finished run gives no row, never a made-up one
+    assert len(report.paired_tests(report.strong_pairs({"runs": {}}, strong))) == 0
+
+
 def test_reevaluation_fails_loudly_naming_the_row_and_both_numbers(artifact_root):
     import torch
     from torch import nn
