@@ -170,10 +170,15 @@ def format_difference(row: dict, unit_points: bool = True) -> str:
     """Human-readable difference, e.g. "+3.21 points (95% CI 2.80 to 3.62; McNemar p < 0.001)".
 
     Points are percentage points (fraction x 100); with unit_points=False the fractions are shown.
+    Where McNemar ran on the majority votes (unequal seed counts), it says so and gives the votes' own
+    difference, which can differ from the mean difference in size and sign (a vote over seeds is an ensemble).
     """
     scale, fmt, unit = (100.0, "{:.2f}", " points") if unit_points else (1.0, "{:.4f}", "")
-    diff = ("+" if row["difference"] >= 0 else "") + fmt.format(row["difference"] * scale)
+    sign = lambda v: ("+" if v >= 0 else "") + fmt.format(v * scale)  # noqa: E731
+    diff = sign(row["difference"])
     p = _p_text(row["p_value"])
+    if str(row.get("mcnemar_method", "")).startswith("majority vote") and row.get("test_n"):
+        p = f"on the seeds' majority votes, {sign((row['n01'] - row['n10']) / row['test_n'])}{unit}: {p}"
     if math.isnan(row["low"]) or math.isnan(row["high"]):
         return f"{diff}{unit} (one seed: no interval; McNemar {p})"
     level = round(100 * row.get("confidence", 0.95))

@@ -186,7 +186,9 @@ def test_compare_unequal_seeds_uses_majority_vote():
     assert (row["n01"], row["n10"]) == (4, 1) and row["p_value"] == pytest.approx(0.375)
     assert math.isnan(row["low"]) and math.isnan(row["high"])  # B has one seed
     assert row["acc_a_mean"] == pytest.approx((0.65 + 0.65 + 0.0) / 3)
-    assert "one seed: no interval" in stats.format_difference(row)
+    # the vote's own difference beside the mean one: B's vote wins 4, loses 1 of 20 -> +15 points
+    assert stats.format_difference(row).endswith(
+        "(one seed: no interval; McNemar on the seeds' majority votes, +15.00 points: p = 0.375)")
 
 
 def test_compare_rejects_length_mismatch():
