@@ -31,20 +31,22 @@ import time
 import torch
 
 from benchmarks import timing
-from benchmarks.bench_limits import BACKBONES, activation_bytes, random_images, transfer_model
+from benchmarks.bench_limits import BACKBONES, activation_bytes, limit_for, random_images, transfer_model
 from studylib import engine, evaluate, features, runtime
 
 BASELINE = 64  # images per pass before this benchmark (feature extraction's and report.reevaluate's default)
 SWEEP = {224: (1, 2, 4, 8, 16, 32, 64), 64: (8, 16, 32, 64, 128, 256, 512)}
 IMAGES = {224: 256, 64: 2048}  # images per timed pass over the sweep's batches
 SMOKE_SWEEP, SMOKE_IMAGES = {64: (4, 64)}, {64: 64}
+PRECISION = {"extract": "bf16", "reevaluate": "fp32"}  # as the study runs each path
 
 
 def run_path(path: str, model, x: torch.Tensor, batch: int) -> torch.Tensor:
     """The outputs of one pass of ``path`` over ``x`` in batches of ``batch``."""
     if path == "extract":
-        return features.extract(model, x, precision="bf16", device="cpu", batch_size=batch, progress=False).float()
-    return engine.batched_logits(model, x, device="cpu", precision="fp32", batch_size=batch)
+        return features.extract(model, x, precision=PRECISION[path], device="cpu", batch_size=batch,
+                                progress=False).float()
+    return engine.batched_logits(model, x, device="cpu", precision=PRECISION[path], batch_size=batch)
 
 
 def sweep(name: str, size: int, path: str, batches: tuple[int, ...], n: int, limits: dict) -> list[dict]:
@@ -52,10 +54,11 @@ def sweep(name: str, size: int, path: str, batches: tuple[int, ...], n: int, lim
     x, _ = random_images(n)
     example = model.preprocess(x[:2])
     flops = timing.flops_per_example(model.backbone.eval(), example, backward=False)
-    act = activation_bytes(model.backbone, example, bytes_per_value=2 if path == "extract" else 4)
+    precision = PRECISION[path]
+    act = activation_bytes(model.backbone, example, bytes_per_value=2 if precision == "bf16" else 4)
     if path == "reevaluate":
         model, _ = evaluate.fold_batchnorm(model.use_channels_last(), x[:2])
-    limit = limits["matmul"]["bfloat16" if path == "extract" else "float32"]["gflops"]
+    _, limit = limit_for(precision, limits)
     reference = run_path(path, model, x, BASELINE)
     rows = []
     for b in batches:
@@ -68,7 +71,7 @@ def sweep(name: str, size: int, path: str, batches: tuple[int, ...], n: int, lim
                      "fraction_of_limit": rep["fraction_of_limit"], "activation_mb_per_pass": act * b / 1e6,
                      "max_abs_diff_vs_64": float((out - reference).abs().max()), "weights": init})
     base = next(r["images_per_s"] for r in rows if r["batch"] == BASELINE)
-    chosen = features.batch_for(size, "bf16" if path == "extract" else "fp32")
+    chosen = features.batch_for(size, precision)
     for r in rows:
         r["speedup_vs_64"] = r["images_per_s"] / base
         r["default"] = "<- features.batch_for" if r["batch"] == chosen else ""

@@ -689,11 +689,12 @@ def resolution_section(profile: str, *, data_dir=None, device: str = "auto") -> 
             except weights.WeightsUnavailable as exc:
                 print(f"{name}: not run: no pretrained weights ({exc})")
                 break
-            machine = {**evaluate.cpu_info(), "name": name, "size": size, "images": g["timing_images"],
-                       "batch": features.batch_for(size, device=runtime.resolve_device(device))}
+            batch = features.batch_for(size, device=runtime.resolve_device(device))
+            machine = {**evaluate.cpu_info(), "name": name, "size": size, "images": g["timing_images"], "batch": batch}
             images = feats.test.images[:g["timing_images"]]
             speed = runs.measured(profile, "extraction_speed", f"{name}-{size}", machine,
-                                  lambda: features.time_extraction(feats.model, images, device=device))
+                                  lambda: features.time_extraction(feats.model, images, device=device,
+                                                                   batch_size=batch))
             for seed in g["seeds"]:
                 run = heads.head_job(feats, "head", profile, seed=seed, device=device, progress=False).ensure()
                 if run.done:
