@@ -78,12 +78,14 @@ class Cached:
 
 
 def weights_id(model: nn.Module) -> str:
-    """The backbone weights' identity: the ImageNet file's sha256, or for a random-init backbone a
-    hash of its state (initialisation and any re-estimated BatchNorm statistics)."""
+    """The backbone weights' identity: the ImageNet file's sha256; for a random-init backbone built by
+    ``heads.random_init_backbone``, its recipe (``"random:"`` + hash); else a hash of its state."""
     if model.provenance is None:
         raise ValueError(f"{model.name} was built with init=None (tests only); its features are never cached.")
     if model.provenance.get("sha256"):
         return model.provenance["sha256"]
+    if model.provenance.get("recipe"):
+        return "random:" + model.provenance["recipe"]
     state = model.backbone.state_dict()
     return "state:" + artifacts.hash_obj([artifacts.hash_tensor(state[k]) for k in sorted(state)])
 

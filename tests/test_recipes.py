@@ -128,27 +128,54 @@ def test_random_init_backbone_has_re_estimated_batchnorm_and_says_so():
     a = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=0, bn_images=images)
     b = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=0, bn_images=images)
     assert a.provenance["source"] == "random init" and "64 training images" in a.provenance["bn_statistics"]
-    assert features.weights_id(a) == features.weights_id(b) and features.weights_id(a).startswith("state:")
+    ident = features.weights_id(a)
+    assert ident == features.weights_id(b) and ident.startswith("random:")
     bn = a.backbone.features[0][1]
-    assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # statistics were estimated
+    assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))  # nothing estimated to key it
     with torch.no_grad():
         f = a.features(images)
+    assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # estimated on first use
     assert torch.isfinite(f).all() and f.std() > 0
+    assert features.weights_id(a) == ident  # the identity is the recipe, not the bits
+    c = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=0, bn_images=images[:32])
+    assert features.weights_id(c) != ident  # other statistics images: another backbone
+
+
+def test_random_init_backbone_estimates_in_fp32_once_whatever_the_caller_autocast():
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    plain = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=0, bn_images=images)
+    under = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=0, bn_images=images)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # as features.extract calls it
+        under.features(images[:4])
+    with torch.no_grad():
+        plain.features(images[:4])
+    bn_u, bn_p = under.backbone.features[0][1], plain.backbone.features[0][1]
+    assert torch.equal(bn_u.running_mean, bn_p.running_mean) and torch.equal(bn_u.running_var, bn_p.running_var)
+    before = bn_p.running_mean.clone()
+    with torch.no_grad():
+        plain.features(images[:4])
+    assert torch.equal(bn_p.running_mean, before) and not plain.backbone.training  # not estimated again
 
 
 def test_random_init_backbone_is_kept_in_the_store_and_read_back_identical(artifact_root, monkeypatch):
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     fresh = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=1, bn_images=images)
     stored = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=1, bn_images=images, profile="quick")
+    assert not list((artifact_root / "quick" / "random_backbone").glob("*/backbone.pt"))  # nothing run yet
+    with torch.no_grad():
+        fresh.features(images[:2]), stored.features(images[:2])
     assert list((artifact_root / "quick" / "random_backbone").glob("*/backbone.pt"))
     calls, forward = [], nn.modules.batchnorm._BatchNorm.forward
     monkeypatch.setattr(nn.modules.batchnorm._BatchNorm, "forward", lambda self, x: calls.append(self) or forward(self, x))
     again = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=1, bn_images=images, profile="quick")
     assert not calls  # read back, not re-estimated
+    for k, v in fresh.backbone.state_dict().items():
+        assert torch.equal(v, again.backbone.state_dict()[k]), k
     assert features.weights_id(fresh) == features.weights_id(stored) == features.weights_id(again)
     assert again.provenance == fresh.provenance and not again.backbone.training
     other = heads.random_init_backbone("mobilenet_v2_float", size=32, seed=2, bn_images=images, profile="quick")
     assert features.weights_id(other) != features.weights_id(again)  # another seed is another run
+    assert not calls  # keying another seed ran nothing either
 
 
 def test_choose_lr_is_best_validation_then_smaller():

@@ -133,33 +133,42 @@ def random_init_backbone(name: str, *, size: int, seed: int, bn_images: torch.Te
     statistics of its own, and with the initial mean 0 / variance 1 its activations vanish or explode
     with depth). No labels are used. Its provenance records both.
 
-    ``profile``: keep the backbone's state in the artifact store (kind ``random_backbone``, keyed by
-    everything above and the torch version) and load it from there next time. Re-estimating the
-    statistics takes 10-30 s per seed on 2 CPU cores, and every reader of the controlled grid's
-    random-init probes needs the backbone, if only to key its features."""
-    run = None
-    if profile is not None:
-        key = {"backbone": name, "size": size, "seed": seed, "bn_images": artifacts.hash_tensor(bn_images),
-               "batch_size": batch_size, "torch": torch.__version__}
-        run = runs.Run("random_backbone", name, key, profile, marker="backbone.pt")
+    Its identity (``features.weights_id``) is this recipe: architecture, size, seed, the images' hash,
+    batch size and torch version, not the bits it produces, which another CPU may round differently. So
+    keying its features and probes needs no forward pass: the statistics are estimated on the
+    backbone's first forward pass (10-30 s on 2 CPU cores), or read back from the artifact store
+    (kind ``random_backbone``) when ``profile`` is given and an earlier run kept them there."""
+    key = {"backbone": name, "size": size, "seed": seed, "bn_images": artifacts.hash_tensor(bn_images),
+           "batch_size": batch_size, "torch": torch.__version__}
+    run = runs.Run("random_backbone", name, key, profile, marker="backbone.pt") if profile is not None else None
     torch.manual_seed(seed)
     model = backbones.build_transfer(name, init="random", size=size)
+    model.provenance = {**model.provenance, "seed": seed, "recipe": artifacts.hash_obj(key),
+                        "bn_statistics": f"re-estimated on {len(bn_images):,} training images (no labels)"}
+    model.backbone.eval()
     if run is not None and run.done:
         model.backbone.load_state_dict(torch.load(run.path("backbone.pt"), map_location="cpu", weights_only=True))
-    else:
-        bns = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        return model
+
+    def estimate(backbone: nn.Module, _args) -> None:
+        if getattr(backbone, "bn_estimated", False):  # once (a flag on the module: copies carry it too)
+            return
+        backbone.bn_estimated = True
+        dev = next(backbone.parameters()).device
+        bns = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         for bn in bns:
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average over every batch below
-        model.backbone.train()
-        with torch.no_grad():
+        backbone.train()
+        # fp32 whatever the caller's autocast (features are extracted under bf16)
+        with torch.no_grad(), torch.autocast(dev.type, enabled=False):
             for start in range(0, len(bn_images), batch_size):
-                model.backbone(model.preprocess(bn_images[start:start + batch_size]))
+                backbone(model.preprocess(bn_images[start:start + batch_size].to(dev)))
+        backbone.eval()
         if run is not None:
-            artifacts.torch_save(run.folder / "backbone.pt", model.backbone.state_dict())
-    model.backbone.eval()
-    model.provenance = {**model.provenance, "seed": seed, "bn_statistics": f"re-estimated on {len(bn_images):,} "
-                        "training images (no labels)"}
+            artifacts.torch_save(run.folder / "backbone.pt", {k: v.cpu() for k, v in backbone.state_dict().items()})
+
+    model.backbone.register_forward_pre_hook(estimate)
     return model
 
 
