@@ -689,19 +689,21 @@ def resolution_section(profile: str, *, data_dir=None, device: str = "auto") -> 
             except weights.WeightsUnavailable as exc:
                 print(f"{name}: not run: no pretrained weights ({exc})")
                 break
+            done = [(seed, r) for seed in g["seeds"]
+                    if (r := heads.head_job(feats, "head", profile, seed=seed, device=device, progress=False).ensure()).done]
+            if not done:  # nothing to show at this size: its extraction is not timed either
+                continue
             batch = features.batch_for(size, device=runtime.resolve_device(device))
             machine = {**evaluate.cpu_info(), "name": name, "size": size, "images": g["timing_images"], "batch": batch}
             images = feats.test.images[:g["timing_images"]]
             speed = runs.measured(profile, "extraction_speed", f"{name}-{size}", machine,
                                   lambda: features.time_extraction(feats.model, images, device=device,
                                                                    batch_size=batch))
-            for seed in g["seeds"]:
-                run = heads.head_job(feats, "head", profile, seed=seed, device=device, progress=False).ensure()
-                if run.done:
-                    m = run.metrics
-                    rows.append({"model": name, "label": deploy.LABELS[name], "size": size, "seed": seed,
-                                 "test_acc": m["test_acc"], "train_images": m["train_images"], "test_n": m["test_n"],
-                                 "images_per_s": speed, "trained_on": runtime.device_label(m)})
+            for seed, run in done:
+                m = run.metrics
+                rows.append({"model": name, "label": deploy.LABELS[name], "size": size, "seed": seed,
+                             "test_acc": m["test_acc"], "train_images": m["train_images"], "test_n": m["test_n"],
+                             "images_per_s": speed, "trained_on": runtime.device_label(m)})
     return pd.DataFrame(rows, columns=["model", "label", "size", "seed", "test_acc", "train_images", "test_n",
                                        "images_per_s", "trained_on"])
 

@@ -177,6 +177,27 @@ def test_resolution_notebook_survives_a_grid_with_no_finished_probe():
     assert resolution_panels(empty, "t") is None
 
 
+def test_resolution_section_times_extraction_only_where_a_probe_finished(monkeypatch, artifact_root):
+    """A fresh clone without the resolution probes shows none, and spends nothing timing their extraction."""
+    from types import SimpleNamespace
+
+    from studylib import features
+    from studylib.recipes import heads
+
+    done_at = {64}  # only the 64-px probe has finished
+    monkeypatch.setattr(heads, "features_of", lambda name, profile, size, **kw: SimpleNamespace(
+        size=size, model=None, test=SimpleNamespace(images=np.zeros((4, 3, 32, 32), np.uint8))))
+    monkeypatch.setattr(heads, "head_job", lambda feats, *a, seed, **kw: SimpleNamespace(ensure=lambda: SimpleNamespace(
+        done=feats.size in done_at, metrics={"test_acc": 0.5, "train_images": 10, "test_n": 4, "device": "cpu"})))
+    timed = []
+    monkeypatch.setattr(features, "time_extraction", lambda model, images, **kw: timed.append(len(images)) or 100.0)
+    res = report.resolution_section("quick")
+    g = config.grid("resolution", "quick")
+    assert len(timed) == len(g["backbones"])  # the one finished size per backbone, nothing else
+    assert set(res["size"]) == {64} and len(res) == len(g["backbones"]) * len(g["seeds"])
+    assert (res["images_per_s"] == 100.0).all()
+
+
 def test_report_helpers_leave_nothing_for_a_cell_to_show(tmp_path):
     """A notebook cell ending with write_csv shows no path; a per-class plot of no finished run draws nothing."""
     from studylib import plots
