@@ -689,8 +689,12 @@ def resolution_section(profile: str, *, data_dir=None, device: str = "auto") -> 
             except weights.WeightsUnavailable as exc:
                 print(f"{name}: not run: no pretrained weights ({exc})")
                 break
-            done = [(seed, r) for seed in g["seeds"]
-                    if (r := heads.head_job(feats, "head", profile, seed=seed, device=device, progress=False).ensure()).done]
+            done = []
+            for seed in g["seeds"]:
+                job = heads.head_job(feats, "head", profile, seed=seed, device=device, progress=False)
+                job.command = f"python -m studylib.recipes.heads --profile {profile} --only resolution"
+                if job.ensure().done:
+                    done.append((seed, job.run))
             if not done:  # nothing to show at this size: its extraction is not timed either
                 continue
             batch = features.batch_for(size, device=runtime.resolve_device(device))

@@ -187,8 +187,15 @@ def test_resolution_section_times_extraction_only_where_a_probe_finished(monkeyp
     done_at = {64}  # only the 64-px probe has finished
     monkeypatch.setattr(heads, "features_of", lambda name, profile, size, **kw: SimpleNamespace(
         size=size, model=None, test=SimpleNamespace(images=np.zeros((4, 3, 32, 32), np.uint8))))
-    monkeypatch.setattr(heads, "head_job", lambda feats, *a, seed, **kw: SimpleNamespace(ensure=lambda: SimpleNamespace(
-        done=feats.size in done_at, metrics={"test_acc": 0.5, "train_images": 10, "test_n": 4, "device": "cpu"})))
+    jobs = []
+
+    def head_job(feats, *a, seed, **kw):
+        run = SimpleNamespace(done=feats.size in done_at,
+                              metrics={"test_acc": 0.5, "train_images": 10, "test_n": 4, "device": "cpu"})
+        jobs.append(SimpleNamespace(run=run, ensure=lambda: run))
+        return jobs[-1]
+
+    monkeypatch.setattr(heads, "head_job", head_job)
     timed = []
     monkeypatch.setattr(features, "time_extraction", lambda model, images, **kw: timed.append(len(images)) or 100.0)
     res = report.resolution_section("quick")
@@ -196,6 +203,8 @@ def test_resolution_section_times_extraction_only_where_a_probe_finished(monkeyp
     assert len(timed) == len(g["backbones"])  # the one finished size per backbone, nothing else
     assert set(res["size"]) == {64} and len(res) == len(g["backbones"]) * len(g["seeds"])
     assert (res["images_per_s"] == 100.0).all()
+    # a missing probe names the command that computes it (the heads CLI's resolution step)
+    assert {j.command for j in jobs} == {"python -m studylib.recipes.heads --profile quick --only resolution"}
 
 
 def test_report_helpers_leave_nothing_for_a_cell_to_show(tmp_path):

@@ -358,8 +358,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--only", nargs="*", choices=("rows", "seeds", "data_efficiency", "calibration"),
-                    default=("rows", "seeds", "data_efficiency", "calibration"))
+    ap.add_argument("--only", nargs="*", choices=("rows", "seeds", "data_efficiency", "calibration", "resolution"),
+                    default=("rows", "seeds", "data_efficiency", "calibration", "resolution"))
     args = ap.parse_args(argv)
     if "rows" in args.only:
         for name in backbones.TRANSFER_MODELS:
@@ -379,6 +379,11 @@ def main(argv=None) -> None:
         rows = pd.DataFrame([{k: v for k, v in r.items() if k != "reliability"}
                              for r in calibration_runs(args.profile, device=args.device)])
         print(rows.groupby("model")[["temperature", "ece_before", "ece_after", "nll_before", "nll_after"]].mean())
+    if "resolution" in args.only:  # notebook 10's probes by input size
+        from .. import report
+
+        res = report.resolution_section(args.profile, device=args.device)
+        print(res.groupby(["model", "size"]).test_acc.mean() if len(res) else "no resolution probe")
 
 
 if __name__ == "__main__":
