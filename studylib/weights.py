@@ -15,8 +15,11 @@ weights never stand in for pretrained ones.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +150,9 @@ def torchvision_member(member: str):
 
 
 def _from_torchvision(member: str) -> tuple[dict[str, torch.Tensor], Path]:
-    """State dict of a pinned torchvision member: from its hub cache, else downloaded into it."""
+    """State dict of a pinned torchvision member: from its hub cache, else downloaded into it. torch hub's
+    own "Downloading: <url> to <absolute path>" line is not printed (it would land in every rendered
+    notebook of an offline machine, before the attempt fails); a download that succeeds says so."""
     from torch.hub import load_state_dict_from_url
 
     w = torchvision_member(member)
@@ -156,9 +161,11 @@ def _from_torchvision(member: str) -> tuple[dict[str, torch.Tensor], Path]:
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
         try:
-            load_state_dict_from_url(w.url, progress=False, check_hash=True)
+            with contextlib.redirect_stderr(io.StringIO()):
+                load_state_dict_from_url(w.url, progress=False, check_hash=True)
         finally:
             socket.setdefaulttimeout(old)
+        print(f"downloaded torchvision {member} into torch hub's checkpoint cache ($TORCH_HOME)", file=sys.stderr)
     return _load_file(cached), cached
 
 

@@ -116,6 +116,36 @@ def test_every_backbone_runs_on_synthetic_weights(name, offline, monkeypatch):
     assert logits.shape == (2, 10) and other.shape == (1, 10) and torch.isfinite(logits).all()
 
 
+def test_a_download_attempt_prints_no_machine_path(offline, monkeypatch, capsys):
+    """torch hub announces "Downloading: <url> to <absolute path>"; on an offline machine that line landed in
+    every rendered notebook before the attempt failed. Failed: nothing printed, the reason recorded;
+    succeeded: one line naming the weights, no path."""
+    import sys
+
+    monkeypatch.delenv(weights.OFFLINE_ENV)
+
+    def offline_hub(url, **kw):
+        sys.stderr.write(f'Downloading: "{url}" to {torch.hub.get_dir()}/checkpoints/x.pth\n')
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline_hub)
+    with pytest.raises(weights.WeightsUnavailable, match="could not be fetched.*Name or service not known"):
+        weights.resolve("resnet18")
+    assert capsys.readouterr().err == ""
+
+    def online_hub(url, **kw):
+        sys.stderr.write(f'Downloading: "{url}" to {torch.hub.get_dir()}/checkpoints/x.pth\n')
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(backbones.arch_of("resnet18").build().state_dict(), path)
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", online_hub)
+    resolved = weights.resolve("resnet18")
+    err = capsys.readouterr().err
+    assert resolved.source == "torchvision" and "Downloading" not in err and str(offline) not in err
+    assert err.strip() == "downloaded torchvision ResNet18_Weights.IMAGENET1K_V1 into torch hub's checkpoint cache ($TORCH_HOME)"
+
+
 def test_features_only_file_must_miss_exactly_the_classifier(offline):
     folder = offline / "wdir"
     synthetic_weights("mobilenet_v2_float", folder, drop=("classifier.1.weight", "classifier.1.bias",
