@@ -676,38 +676,25 @@ def resolution_section(profile: str, *, data_dir=None, device: str = "auto") -> 
     """Linear-probe accuracy per (backbone, input size) on the resolution grid, with the backbone's
     feature-extraction speed at that size timed on this machine (sizes one after another in one process,
     cached per machine: a fair comparison on a shared machine). One row per probe run."""
-    from . import deploy, evaluate, features, runs, weights
+    from . import deploy, evaluate, features, runs
     from .recipes import heads
 
     g = config.grid("resolution", profile)
     rows = []
-    for name in g["backbones"]:
-        for size in g["sizes"]:
-            try:
-                feats = heads.features_of(name, profile, size=size, train_per_class=g["train_per_class"],
-                                          data_dir=data_dir, device=device, progress=False)
-            except weights.WeightsUnavailable as exc:
-                print(f"{name}: not run: no pretrained weights ({exc})")
-                break
-            done = []
-            for seed in g["seeds"]:
-                job = heads.head_job(feats, "head", profile, seed=seed, device=device, progress=False)
-                job.command = f"python -m studylib.recipes.heads --profile {profile} --only resolution"
-                if job.ensure().done:
-                    done.append((seed, job.run))
-            if not done:  # nothing to show at this size: its extraction is not timed either
-                continue
-            batch = features.batch_for(size, device=runtime.resolve_device(device))
-            machine = {**evaluate.cpu_info(), "name": name, "size": size, "images": g["timing_images"], "batch": batch}
-            images = feats.test.images[:g["timing_images"]]
-            speed = runs.measured(profile, "extraction_speed", f"{name}-{size}", machine,
-                                  lambda: features.time_extraction(feats.model, images, device=device,
-                                                                   batch_size=batch))
-            for seed, run in done:
-                m = run.metrics
-                rows.append({"model": name, "label": deploy.LABELS[name], "size": size, "seed": seed,
-                             "test_acc": m["test_acc"], "train_images": m["train_images"], "test_n": m["test_n"],
-                             "images_per_s": speed, "trained_on": runtime.device_label(m)})
+    for (name, size), (feats, jobs) in heads.resolution_jobs(profile, data_dir=data_dir, device=device).items():
+        done = [(seed, run) for seed, job in jobs if (run := job.ensure()).done]
+        if not done:  # nothing to show at this size: its extraction is not timed either
+            continue
+        batch = features.batch_for(size, device=runtime.resolve_device(device))
+        machine = {**evaluate.cpu_info(), "name": name, "size": size, "images": g["timing_images"], "batch": batch}
+        images = feats.test.images[:g["timing_images"]]
+        speed = runs.measured(profile, "extraction_speed", f"{name}-{size}", machine,
+                              lambda: features.time_extraction(feats.model, images, device=device, batch_size=batch))
+        for seed, run in done:
+            m = run.metrics
+            rows.append({"model": name, "label": deploy.LABELS[name], "size": size, "seed": seed,
+                         "test_acc": m["test_acc"], "train_images": m["train_images"], "test_n": m["test_n"],
+                         "images_per_s": speed, "trained_on": runtime.device_label(m)})
     return pd.DataFrame(rows, columns=["model", "label", "size", "seed", "test_acc", "train_images", "test_n",
                                        "images_per_s", "trained_on"])
 

@@ -351,6 +351,30 @@ def calibration_runs(profile: str, names=config.PROBES, *, data_dir=None, device
     return out
 
 
+def resolution_jobs(profile: str = "full", *, data_dir=None, device: str = "auto") -> dict:
+    """Notebook 10's probes (grid ``resolution``): {(backbone, size): (Features, [(seed, Job)])}, each job
+    naming the command that computes it; a backbone without genuine ImageNet weights is left out (printed)."""
+    from .. import weights
+
+    g = config.grid("resolution", profile)
+    out = {}
+    for name in g["backbones"]:
+        for size in g["sizes"]:
+            try:
+                feats = features_of(name, profile, size=size, train_per_class=g["train_per_class"], data_dir=data_dir,
+                                    device=device, progress=False)
+            except weights.WeightsUnavailable as exc:
+                print(f"{name}: not run: no pretrained weights ({exc})")
+                break
+            jobs = []
+            for seed in g["seeds"]:
+                job = head_job(feats, "head", profile, seed=seed, device=device, progress=False)
+                job.command = f"python -m studylib.recipes.heads --profile {profile} --only resolution"
+                jobs.append((seed, job))
+            out[(name, size)] = (feats, jobs)
+    return out
+
+
 def main(argv=None) -> None:
     """Train (or reuse) the transfer rows and every probe of notebooks 03 and 09-11."""
     from .. import weights
@@ -379,11 +403,10 @@ def main(argv=None) -> None:
         rows = pd.DataFrame([{k: v for k, v in r.items() if k != "reliability"}
                              for r in calibration_runs(args.profile, device=args.device)])
         print(rows.groupby("model")[["temperature", "ece_before", "ece_after", "nll_before", "nll_after"]].mean())
-    if "resolution" in args.only:  # notebook 10's probes by input size
-        from .. import report
-
-        res = report.resolution_section(args.profile, device=args.device)
-        print(res.groupby(["model", "size"]).test_acc.mean() if len(res) else "no resolution probe")
+    if "resolution" in args.only:
+        for (name, size), (_, jobs) in resolution_jobs(args.profile, device=args.device).items():
+            for seed, job in jobs:
+                print(f"{name} at {size} px, seed {seed}: {100 * job.train().metrics['test_acc']:.2f}%", flush=True)
 
 
 if __name__ == "__main__":
