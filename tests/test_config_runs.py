@@ -1,4 +1,5 @@
 import ast
+import hashlib
 import json
 import os
 import subprocess
@@ -75,6 +76,22 @@ def test_hashes_are_stable_and_sensitive():
     assert artifacts.hash_tensor(t) == artifacts.hash_tensor(t.clone())
     assert artifacts.hash_tensor(t) != artifacts.hash_tensor(t.reshape(2, 3))
     assert artifacts.hash_tensor(torch.tensor(3)) != artifacts.hash_tensor(torch.tensor(4))  # 0-d tensors too
+    # the bytes hashed are the tensor's: pinned to a digest computed independently (run keys never move)
+    x = torch.tensor([[1.5, -2.0], [0.25, 3.0]], dtype=torch.bfloat16).t()  # non-contiguous, 2-byte elements
+    expected = hashlib.sha256(b"torch.bfloat16(2, 2)" + x.contiguous().view(torch.int16).numpy().tobytes()).hexdigest()
+    assert artifacts.hash_tensor(x, length=64) == expected
+
+
+def test_a_tensor_hash_is_remembered_until_the_tensor_changes():
+    t = torch.arange(6, dtype=torch.uint8)
+    first = artifacts.hash_tensor(t)
+    assert artifacts.hash_tensor(t) == first and t._study_sha256[1][:12] == first  # remembered
+    t[0] = 9  # in place: the version counter moves, so the hash is computed again
+    assert artifacts.hash_tensor(t) == artifacts.hash_tensor(t.clone()) != first
+    with torch.inference_mode():
+        inf = torch.arange(6, dtype=torch.uint8)  # no version counter: hashed every time, never remembered
+    assert artifacts.hash_tensor(inf) == first
+    assert not hasattr(inf, "_study_sha256")
 
 
 # ----------------------------------------------------------------------------- runs
