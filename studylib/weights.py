@@ -161,7 +161,7 @@ def _from_torchvision(member: str) -> tuple[dict[str, torch.Tensor], Path]:
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
         try:
-            with contextlib.redirect_stderr(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 load_state_dict_from_url(w.url, progress=False, check_hash=True)
         finally:
             socket.setdefaulttimeout(old)
