@@ -124,7 +124,7 @@ def test_a_download_attempt_prints_no_machine_path(offline, monkeypatch, capsys)
 
     monkeypatch.delenv(weights.OFFLINE_ENV)
 
-    def announce(url):  # torch 2.14 writes it to stdout; earlier releases used stderr
+    def announce(url):  # torch 2.14 writes it to stdout; both streams are covered
         for stream in (sys.stdout, sys.stderr):
             stream.write(f'Downloading: "{url}" to {torch.hub.get_dir()}/checkpoints/x.pth\n')
 
