@@ -145,7 +145,6 @@ def random_init_backbone(name: str, *, size: int, seed: int, bn_images: torch.Te
     model = backbones.build_transfer(name, init="random", size=size)
     model.provenance = {**model.provenance, "seed": seed, "recipe": artifacts.hash_obj(key),
                         "bn_statistics": f"re-estimated on {len(bn_images):,} training images (no labels)"}
-    model.backbone.eval()
     if run is not None and run.done:
         model.backbone.load_state_dict(torch.load(run.path("backbone.pt"), map_location="cpu", weights_only=True))
         return model
