@@ -2,17 +2,18 @@
 
 Depthwise networks are memory-bound on CPU (benchmarks.bench_limits: 12-19% of the matmul limit at 224 px),
 so how much activation memory one pass touches matters: a batch whose activations stay in the caches can
-beat a larger one. For each backbone (bench_limits.BACKBONES) and input size, two paths the study takes:
+beat a larger one. For each backbone (bench_limits.BACKBONES) and input size, the paths the study takes:
 
-  extract     features.extract: bf16 autocast, channels_last, BatchNorm as trained (notebooks 03, 09, 10)
-  reevaluate  the deployed model (backbone + linear head) in fp32 with BatchNorm folded, as
-              report.reevaluate runs it (notebook 05)
+  extract           features.extract: bf16 autocast, channels_last, BatchNorm as trained (notebooks 03, 09, 10)
+  reevaluate        the deployed model (backbone + linear head) in fp32 in ONNX Runtime, as
+                    report.reevaluate runs it on the CPU (notebook 05; evaluate.onnx_logits)
+  reevaluate torch  the same in PyTorch eager with BatchNorm folded (report.reevaluate on a GPU)
 
 at every batch size in the sweep: images/s, speed-up over batch 64 (the default before this benchmark),
 achieved GFLOP/s and its fraction of the matching matmul limit (measured at start), activation bytes
 per pass, and the largest difference of the outputs from batch 64's (0 means the batch size changes
 no number the study records). The last column marks the batch the study now uses,
-features.batch_for(size, precision).
+features.batch_for(size, precision), or evaluate.ONNX_BATCH for ONNX Runtime.
 
 Inputs are random uint8 images (speed does not depend on pixel values); ImageNet weights where
 available, else the same architecture untrained (bench_limits.transfer_model).
@@ -38,14 +39,19 @@ BASELINE = 64  # images per pass before this benchmark (feature extraction's and
 SWEEP = {224: (1, 2, 4, 8, 16, 32, 64), 64: (8, 16, 32, 64, 128, 256, 512)}
 IMAGES = {224: 256, 64: 2048}  # images per timed pass over the sweep's batches
 SMOKE_SWEEP, SMOKE_IMAGES = {64: (4, 64)}, {64: 64}
-PRECISION = {"extract": "bf16", "reevaluate": "fp32"}  # as the study runs each path
+PATHS = ("extract", "reevaluate", "reevaluate torch")
+PRECISION = {"extract": "bf16", "reevaluate": "fp32", "reevaluate torch": "fp32"}  # as the study runs each path
 
 
 def run_path(path: str, model, x: torch.Tensor, batch: int) -> torch.Tensor:
-    """The outputs of one pass of ``path`` over ``x`` in batches of ``batch``."""
+    """The outputs of one pass of ``path`` over ``x`` in batches of ``batch`` (``model``: an ONNX Runtime
+    session for "reevaluate")."""
     if path == "extract":
         return features.extract(model, x, precision=PRECISION[path], device="cpu", batch_size=batch,
                                 progress=False).float()
+    if path == "reevaluate":
+        return torch.cat([torch.from_numpy(model.run(None, {"images": x[i:i + batch].numpy()})[0])
+                          for i in range(0, len(x), batch)])
     return engine.batched_logits(model, x, device="cpu", precision=PRECISION[path], batch_size=batch)
 
 
@@ -56,8 +62,10 @@ def sweep(name: str, size: int, path: str, batches: tuple[int, ...], n: int, lim
     flops = timing.flops_per_example(model.backbone.eval(), example, backward=False)
     precision = PRECISION[path]
     act = activation_bytes(model.backbone, example, bytes_per_value=2 if precision == "bf16" else 4)
-    if path == "reevaluate":
+    if path == "reevaluate torch":
         model, _ = evaluate.fold_batchnorm(model.use_channels_last(), x[:2])
+    elif path == "reevaluate":
+        model = evaluate.onnx_session(model, x[:2])  # ONNX Runtime folds BatchNorm itself
     _, limit = limit_for(precision, limits)
     reference = run_path(path, model, x, BASELINE)
     rows = []
@@ -71,10 +79,11 @@ def sweep(name: str, size: int, path: str, batches: tuple[int, ...], n: int, lim
                      "fraction_of_limit": rep["fraction_of_limit"], "activation_mb_per_pass": act * b / 1e6,
                      "max_abs_diff_vs_64": float((out - reference).abs().max()), "weights": init})
     base = next(r["images_per_s"] for r in rows if r["batch"] == BASELINE)
-    chosen = features.batch_for(size, precision)
+    chosen, by = ((evaluate.ONNX_BATCH, "evaluate.ONNX_BATCH") if path == "reevaluate" else
+                  (features.batch_for(size, precision), "features.batch_for"))
     for r in rows:
         r["speedup_vs_64"] = r["images_per_s"] / base
-        r["default"] = "<- features.batch_for" if r["batch"] == chosen else ""
+        r["default"] = f"<- {by}" if r["batch"] == chosen else ""
     return rows
 
 
@@ -87,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     load_note = runtime.check_machine_load("bench_batch")
     limits = timing.machine_limits(quick=args.smoke)
     grid, images = (SMOKE_SWEEP, SMOKE_IMAGES) if args.smoke else (SWEEP, IMAGES)
-    rows = [r for name in BACKBONES for size, batches in grid.items() for path in ("extract", "reevaluate")
+    rows = [r for name in BACKBONES for size, batches in grid.items() for path in PATHS
             for r in sweep(name, size, path, batches, images[size], limits)]
     timing.print_table([{k: r[k] for k in ("stage", "batch", "images_per_s", "speedup_vs_64", "gflops",
                                            "fraction_of_limit", "activation_mb_per_pass", "max_abs_diff_vs_64",

@@ -13,8 +13,10 @@ Then, per stage, with the study's own code paths (studylib.engine, features, qua
   extract <backbone> (224 px)  03  features.time_extraction: bf16, channels_last, batch features.batch_for
                                    (8); and the same with BatchNorm folded into the convolutions
                                    (evaluate.fold_batchnorm)
-  reevaluate <backbone>        05  the deployed model (backbone + head) in fp32, batch features.batch_for (4),
-                                   BatchNorm folded (report.reevaluate), and the same unfolded
+  reevaluate <backbone>        05  the deployed model (backbone + head) in fp32 as report.reevaluate runs it on
+                                   the CPU: ONNX Runtime (evaluate.onnx_logits), batch evaluate.ONNX_BATCH (16);
+                                   beside it PyTorch eager at batch features.batch_for (4), BatchNorm folded
+                                   (the GPU path, and the CPU path before ONNX Runtime) and unfolded
   head train                   03  Dropout + Linear 1280->10 on random features, fp32, 1 thread, batch 128
   finetune mobilenet_v2_float  12  end-to-end bf16 training step at the controlled grid's size (64 px)
   int8 custom_cnn              05  quantize.static_int8 (PT2E), batch 1 and batch 64
@@ -59,9 +61,12 @@ from studylib.recipes import scratch as scratch_recipe
 
 CPU = torch.device("cpu")
 # Alternatives measured beside the path the study takes (not extra work; the floor counts only the study's
-# path): feature extraction keeps BatchNorm (cached features are keyed by the network as trained), notebook 05's
-# re-evaluation folds it (report.reevaluate; predictions are checked against the recorded ones).
+# path): feature extraction keeps BatchNorm (cached features are keyed by the network as trained); notebook 05's
+# re-evaluation runs in ONNX Runtime, which folds it (report.reevaluate; predictions are checked against the
+# recorded ones), and is also timed in PyTorch eager, BatchNorm folded and not.
 FOLDED, UNFOLDED = ", BN folded", ", BN not folded"
+TORCH_FOLDED, TORCH_UNFOLDED = ", torch" + FOLDED, ", torch" + UNFOLDED
+REEVALUATE_VARIANTS = ("", TORCH_FOLDED, TORCH_UNFOLDED)
 BACKBONES = ("mobilenet_v2_float", "efficientnet_lite0")  # one per probe architecture (config.PROBES)
 EXTRACT_SIZE = 224  # px: the protocol's input size for every backbone
 INT8_BATCH = config.PROTOCOL["evaluation"]["throughput_batch"]  # 64 images per call (notebook 05's throughput)
@@ -122,14 +127,15 @@ def protocol_images(profile: str = "full") -> dict[str, float]:
         same_arch = sum(weights.SPECS[p].arch == weights.SPECS[name].arch for p in config.PROBES)
         out[f"extract {name}"] = out[f"extract {name}{FOLDED}"] = same_arch * per_backbone
         # notebook 05 re-evaluates every deployed transfer row on the test images in fp32
-        out[f"reevaluate {name}"] = out[f"reevaluate {name}{UNFOLDED}"] = same_arch * n_test
+        for v in REEVALUATE_VARIANTS:
+            out[f"reevaluate {name}{v}"] = same_arch * n_test
     return out
 
 
 NOTEBOOK = {"custom_cnn train": "02", "custom_cnn eval": "02", "vit_small train": "04", "vit_small eval": "04",
             "head train": "03", "int8 custom_cnn batch 1": "05", "int8 custom_cnn batch 64": "05",
             "finetune mobilenet_v2_float": "12", **{f"extract {b}{v}": "03" for b in BACKBONES for v in ("", FOLDED)},
-            **{f"reevaluate {b}{v}": "05" for b in BACKBONES for v in ("", UNFOLDED)}}
+            **{f"reevaluate {b}{v}": "05" for b in BACKBONES for v in REEVALUATE_VARIANTS}}
 FLOOR_NOTEBOOKS = ("01", "02", "03", "04", "05", "06", "07")
 
 
@@ -244,18 +250,22 @@ def backbone_cost(name: str) -> tuple[float, float]:
 
 
 def extraction(name: str, s: Sizes, bandwidth_gb_s: float, *, precision: str = "bf16", fold: bool = False,
-               whole_model: bool = False) -> dict:
+               whole_model: bool = False, onnx: bool = False) -> dict:
     """``name``'s 224-px backbone as features.extract runs it (``whole_model``: the deployed model, backbone +
-    head, as notebook 05's re-evaluation runs it), optionally with BatchNorm folded into the
-    convolutions (evaluate.fold_batchnorm)."""
+    head, as notebook 05's re-evaluation runs it: in ONNX Runtime with ``onnx``, else in PyTorch), optionally
+    with BatchNorm folded into the convolutions (evaluate.fold_batchnorm)."""
     model, init = transfer_model(name, size=EXTRACT_SIZE)
     x, _ = random_images(s.extract_images)
     flops, traffic = backbone_cost(name)  # traffic: bytes per image of the unfolded network
     folded = 0
     if fold:
         model, folded = evaluate.fold_batchnorm(model, x[:2])
-    batch = min(features.batch_for(EXTRACT_SIZE, precision), len(x))
-    if whole_model:
+    batch = min(evaluate.ONNX_BATCH if onnx else features.batch_for(EXTRACT_SIZE, precision), len(x))
+    if onnx:  # the export (and its check) is outside the timed calls, as the 10,000-image pass amortises it
+        session = evaluate.onnx_session(model, x[:2])
+        ips = len(x) * calls_per_s(lambda: [session.run(None, {"images": x[i:i + batch].numpy()})
+                                            for i in range(0, len(x), batch)], 1)
+    elif whole_model:
         ips = len(x) * calls_per_s(lambda: engine.batched_logits(model, x, device=CPU, precision=precision,
                                                                  batch_size=batch), 1)
     else:
@@ -264,7 +274,9 @@ def extraction(name: str, s: Sizes, bandwidth_gb_s: float, *, precision: str = "
     return {"images_per_s": ips, "flops_per_image": flops, "precision": precision, "batch": batch,
             "activation_mb_per_image": traffic / 1e6, "activation_gb_per_s": gb_s,
             "fraction_of_bandwidth": gb_s / bandwidth_gb_s if bandwidth_gb_s else None, "batchnorm_folded": folded,
-            "note": f"weights: {init}; {f'{folded} BatchNorms folded; ' if fold else ''}activations >= "
+            "engine": "onnxruntime" if onnx else "torch",
+            "note": f"weights: {init}; {'ONNX Runtime (folds BatchNorm itself); ' if onnx else ''}"
+                    f"{f'{folded} BatchNorms folded; ' if fold else ''}activations >= "
                     f"{traffic / 1e6:.0f} MB/img (unfolded) -> {gb_s:.1f} GB/s = {gb_s / bandwidth_gb_s:.2f} of copy "
                     "bandwidth"}
 
@@ -404,8 +416,8 @@ def main(argv: list[str] | None = None) -> None:
         **{f"extract {b}{FOLDED}": extraction(b, s, limits["memory_bandwidth"]["gb_per_s"], fold=True)
            for b in BACKBONES},
         **{f"reevaluate {b}{v}": extraction(b, s, limits["memory_bandwidth"]["gb_per_s"], precision="fp32",
-                                            fold=v != UNFOLDED, whole_model=True)
-           for b in BACKBONES for v in ("", UNFOLDED)},
+                                            fold=v == TORCH_FOLDED, whole_model=True, onnx=not v)
+           for b in BACKBONES for v in REEVALUATE_VARIANTS},
         "head train": head_train(s),
         "finetune mobilenet_v2_float": finetune(s),
     }

@@ -221,6 +221,73 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, *, tolerance: float 
     return folded, len(pairs)
 
 
+class OnnxExportError(RuntimeError):
+    """ONNX Runtime's copy of a model computes something other than the model (it must not)."""
+
+
+# Images per ONNX Runtime call in notebook 05's fp32 re-evaluation (benchmarks/bench_batch.py, "reevaluate onnxruntime")
+ONNX_BATCH = 16
+
+
+@torch.no_grad()
+def onnx_session(model: nn.Module, example: torch.Tensor, *, check: torch.Tensor | None = None,
+                 threads: int | None = None, tolerance: float = 1e-3):
+    """``model`` (eval mode, fp32, its preprocessing included) traced on ``example``, exported to ONNX in
+    memory and loaded into an ONNX Runtime CPU session with ``threads`` intra-op threads (None: torch's
+    current count), batch size free. ONNX Runtime folds BatchNorm and fuses activations itself.
+
+    Raises ``OnnxExportError`` if the session's logits on ``check`` (default ``example``; give a batch of
+    another size, so that a trace that fixed the batch size is caught) differ from the model's by more than
+    ``tolerance`` times their largest magnitude (as fold_batchnorm checks its copy)."""
+    import warnings
+
+    import onnxruntime as ort
+
+    check = example if check is None else check
+    was_training = model.training
+    model.eval()
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():  # the TorchScript-based exporter's deprecation and tracer notes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=17, input_names=["images"],
+                              output_names=["logits"], dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}})
+        reference = model(check).float()
+    finally:
+        model.train(was_training)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: no graph-optimizer notes on stderr
+    session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+    try:
+        out = torch.from_numpy(session.run(None, {"images": check.numpy()})[0])
+    except Exception as e:  # onnxruntime's own error types: a shape fixed by the trace, an unsupported op
+        raise OnnxExportError(f"ONNX Runtime could not run its copy of {type(model).__name__} on "
+                              f"{tuple(check.shape)}: {e}") from e
+    scale = reference.abs().max().clamp_min(1e-12)
+    if out.shape != reference.shape or not torch.allclose(out, reference, rtol=0, atol=tolerance * float(scale)):
+        diff = f"{float((out - reference).abs().max()):.3g}" if out.shape == reference.shape else f"shape {tuple(out.shape)}"
+        raise OnnxExportError(f"ONNX Runtime's copy of {type(model).__name__} differs from it: {diff} "
+                              f"(expected shape {tuple(reference.shape)}, scale {float(scale):.3g})")
+    return session
+
+
+def onnx_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = ONNX_BATCH, threads: int | None = None,
+                progress: bool = False, desc: str = "evaluate") -> torch.Tensor:
+    """float32 logits (N, classes) of ``model`` in fp32 on ``images`` (as the model takes them, e.g. uint8),
+    computed by ONNX Runtime on the CPU (onnx_session: traced on 2 images, checked on 3), ``batch_size``
+    images per call: the same function as engine.batched_logits in fp32, by another engine."""
+    from tqdm.auto import tqdm
+
+    if not len(images):
+        return torch.empty(0)
+    session = onnx_session(model, images[:2], check=images[:3], threads=threads)
+    out = [session.run(None, {"images": images[i:i + batch_size].numpy()})[0]
+           for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress)]
+    return torch.from_numpy(np.concatenate(out))
+
+
 def state_dict_bytes(model: nn.Module) -> int:
     """Size of ``torch.save(model.state_dict())``: what a deployment ships (buffers included)."""
     buf = io.BytesIO()

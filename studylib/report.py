@@ -250,32 +250,43 @@ class ReevaluationError(RuntimeError):
 
 def reevaluate(rows: dict, test, tolerance_pts: float, *, device: str = "cpu", batch_size: int | None = None,
                progress: bool = False) -> tuple[pd.DataFrame, dict]:
-    """Run every deployed (ok) model on the test images now, in fp32 with its BatchNorms folded into the
-    convolutions (evaluate.fold_batchnorm), ``batch_size`` images per pass (None: features.model_batch, 4 at
-    224 px), and compare its accuracy with
-    the accuracy its run recorded. Raises ReevaluationError naming each row and both numbers when they
-    differ by more than ``tolerance_pts`` points. Returns (table, {row: logits})."""
+    """Run every deployed (ok) model on the test images now, in fp32, and compare its accuracy with the
+    accuracy its run recorded. On the CPU the model runs in ONNX Runtime (evaluate.onnx_logits, exported
+    from the shipped weights and checked against PyTorch on two images; ``batch_size`` images per call,
+    None: evaluate.ONNX_BATCH); on a GPU in PyTorch with its BatchNorms folded into the convolutions
+    (evaluate.fold_batchnorm; None: features.model_batch). Raises ReevaluationError naming each row and both
+    numbers when they differ by more than ``tolerance_pts`` points. Returns (table, {row: logits})."""
     from . import engine, evaluate, features
 
+    dev = runtime.resolve_device(device)
     recs, logits = [], {}
     for key, d in rows.items():
         if not d.ok:
             continue
-        # BatchNorm folded into the convolutions: the same function, faster (fp32 at 224 px, channels_last, on the
-        # 2-core AMD EPYC: MobileNetV2 1.35-1.54x, EfficientNet-Lite0 1.12-1.35x over two measurements, one of
-        # them benchmarks.bench_limits' "reevaluate" rows); the agreement with the recorded predictions below
-        # shows it changed nothing
-        model, folded = evaluate.fold_batchnorm(d.model, test.images[:2])
-        batch = batch_size or features.model_batch(model, "fp32", runtime.resolve_device(device))
-        lg = logits[key] = engine.batched_logits(model, test.images, device=device, precision="fp32",
-                                                 batch_size=batch, progress=progress, desc=d.label)
+        if dev.type == "cpu":
+            # The same function by another engine, several times faster here on the 224-px transfer rows
+            # (benchmarks.bench_limits' "reevaluate" rows); the agreement with the recorded predictions below
+            # shows it changed nothing
+            import onnxruntime
+
+            lg = logits[key] = evaluate.onnx_logits(d.model, test.images, batch_size=batch_size or evaluate.ONNX_BATCH,
+                                                    progress=progress, desc=d.label)
+            engine_used = f"onnxruntime {onnxruntime.__version__}"
+        else:
+            import torch
+
+            model, folded = evaluate.fold_batchnorm(d.model, test.images[:2])
+            batch = batch_size or features.model_batch(model, "fp32", dev)
+            lg = logits[key] = engine.batched_logits(model, test.images, device=dev, precision="fp32",
+                                                     batch_size=batch, progress=progress, desc=d.label)
+            engine_used = f"torch {torch.__version__} ({folded} BatchNorms folded)"
         acc = float((lg.argmax(1) == test.labels).float().mean())
         rec = d.metrics["test_acc"]
         saved = d.run.predictions()["pred"]
         recs.append({"model": d.label, "recorded (%)": 100 * rec, "recomputed (%)": 100 * acc,
                      "difference (points)": 100 * (acc - rec),
                      "same prediction as recorded (%)": 100 * float((lg.argmax(1).numpy() == saved).mean()),
-                     "BatchNorms folded": folded,
+                     "engine": engine_used,
                      "source": "shipped (runs/)" if d.run.shipped else "artifact store", "run": d.run.id})
     table = pd.DataFrame(recs).set_index("model") if recs else pd.DataFrame()
     bad = table[table["difference (points)"].abs() > tolerance_pts] if len(table) else table

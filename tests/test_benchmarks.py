@@ -22,7 +22,7 @@ LIMIT_STAGES = {"custom_cnn train", "vit_small train", "custom_cnn eval", "vit_s
                 "finetune mobilenet_v2_float", "int8 custom_cnn batch 1", "int8 custom_cnn batch 64",
                 *(f"{stage} {b}{v}" for b in ("mobilenet_v2_float", "efficientnet_lite0")
                   for stage, v in (("extract", ""), ("extract", ", BN folded"), ("reevaluate", ""),
-                                   ("reevaluate", ", BN not folded")))}
+                                   ("reevaluate", ", torch, BN folded"), ("reevaluate", ", torch, BN not folded")))}
 
 
 def run_benchmark(module: str, args: list[str], tmp_path: Path, data_dir: Path | None = None) -> tuple[dict, Path]:
@@ -69,8 +69,9 @@ def test_bench_limits_smoke(tmp_path):
     assert "finetune mobilenet_v2_float" not in floor["stages"]  # notebook 12, not 01-07
     assert "reevaluate efficientnet_lite0" in floor["stages"]  # notebook 05's path, counted once
     assert not any(s.endswith(("BN folded", "BN not folded")) for s in floor["stages"])  # alternatives, not work
-    assert stages["reevaluate mobilenet_v2_float"]["batchnorm_folded"] == 52
-    assert stages["reevaluate mobilenet_v2_float, BN not folded"]["batchnorm_folded"] == 0
+    assert stages["reevaluate mobilenet_v2_float"]["engine"] == "onnxruntime"  # notebook 05's CPU path
+    assert stages["reevaluate mobilenet_v2_float, torch, BN folded"]["batchnorm_folded"] == 52
+    assert stages["reevaluate mobilenet_v2_float, torch, BN not folded"]["batchnorm_folded"] == 0
     assert list(store.iterdir()) == []  # a benchmark writes nothing into the artifact store
 
 
@@ -120,7 +121,7 @@ def test_bench_batch_smoke_times_each_path_against_batch_64(tmp_path):
     assert record["name"] == "batch_smoke" and record["baseline_batch"] == 64
     rows = record["rows"]
     stages = {r["stage"] for r in rows}
-    assert stages == {f"{p} {b} 64px" for p in ("extract", "reevaluate")
+    assert stages == {f"{p} {b} 64px" for p in ("extract", "reevaluate", "reevaluate torch")
                       for b in ("mobilenet_v2_float", "efficientnet_lite0")}
     for stage in stages:
         mine = {r["batch"]: r for r in rows if r["stage"] == stage}

@@ -171,6 +171,44 @@ def test_fold_batchnorm_refuses_to_change_a_model():
         evaluate.fold_batchnorm(model, torch.randn(2, 3, 8, 8))
 
 
+# --- ONNX Runtime re-evaluation (notebook 05) ---------------------------------------------
+def _deployable(name: str) -> nn.Module:
+    """``name`` in its deployed form (uint8 images in, preprocessing inside), untrained, BN statistics random."""
+    from studylib.models import backbones
+
+    torch.manual_seed(0)
+    if name in scratch.MODELS:
+        return _random_bn_stats(scratch.build(name, config.recipe("study")))
+    return _random_bn_stats(backbones.build_transfer(name, init=None, size=64)).use_channels_last()
+
+
+@pytest.mark.parametrize("name", ["custom_cnn", "vit_small", "mobilenet_v2", "efficientnet_lite0"])
+def test_onnx_logits_are_the_models_fp32_logits(name):
+    from studylib import engine
+
+    model = _deployable(name)
+    x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    expected = engine.batched_logits(model, x, precision="fp32", batch_size=5)
+    got = evaluate.onnx_logits(model, x, batch_size=2, threads=1)  # 2 + 2 + 1: the batch size is free
+    assert got.dtype == torch.float32 and got.shape == expected.shape == (5, 10)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-4 * float(expected.abs().max()))
+    assert not model.training  # left in eval mode, as it came
+
+
+class FixedBatch(nn.Module):
+    """Its trace records the batch size as a constant: ONNX Runtime's copy works only at that size."""
+
+    def forward(self, x):
+        return x.float().flatten(1)[:, :10].reshape(len(x), 10)
+
+
+def test_onnx_session_refuses_a_copy_that_differs_from_the_model():
+    x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    evaluate.onnx_session(FixedBatch(), x[:2])  # checked where it was traced: fine
+    with pytest.raises(evaluate.OnnxExportError, match="FixedBatch"):
+        evaluate.onnx_session(FixedBatch(), x[:2], check=x)
+
+
 # --- Grad-CAM -------------------------------------------------------------------------------
 class Spot(nn.Module):
     """Class 1 scores how bright the image is anywhere: its CAM must sit on the bright square."""

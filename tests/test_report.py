@@ -147,9 +147,9 @@ def test_reevaluation_fails_loudly_naming_the_row_and_both_numbers(artifact_root
 
     from studylib import data, deploy, runs
 
-    class Constant(nn.Module):
+    class Constant(nn.Module):  # always class 0, at any batch size (as traced for ONNX Runtime)
         def forward(self, x):
-            return nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
+            return nn.functional.pad(torch.ones_like(x.float().flatten(1)[:, :1]), (0, 9))
 
     test = data.CifarSplit(torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.tensor([0] * 5 + [1] * 5),
                            tuple(map(str, range(10))), "test")
@@ -159,6 +159,7 @@ def test_reevaluation_fails_loudly_naming_the_row_and_both_numbers(artifact_root
     table, logits = report.reevaluate(rows, test, 0.05)
     assert table.loc["Custom CNN (study recipe)", "recomputed (%)"] == 50.0 and logits["custom_cnn"].shape == (10, 10)
     assert table.loc["Custom CNN (study recipe)", "same prediction as recorded (%)"] == 100.0
+    assert table.loc["Custom CNN (study recipe)", "engine"].startswith("onnxruntime ")  # the CPU path
     run.finish({"test_acc": 0.6}, predictions={"pred": np.zeros(10, np.uint8)})
     with pytest.raises(report.ReevaluationError, match=r"Custom CNN \(study recipe\): recorded 60.00%, recomputed 50.00%"):
         report.reevaluate(rows, test, 0.05)

@@ -152,7 +152,7 @@ class ViTSmall(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, 64, dim)
-        cls = self.cls_token.expand(len(tokens), -1, -1)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)  # shape[0], not len(): a trace keeps it free (ONNX export)
         tokens = torch.cat([cls, tokens], dim=1) + self.pos_embed
         return self.head(self.norm(self.blocks(tokens))[:, 0])
 
