@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.reports_dir.resolve()
     for nb_path, nb_params in per_nb.items():  # machine-readable results go next to the HTML
         if "results_dir" in declared_parameters(nb_path) and "results_dir" not in params:
-            nb_params["results_dir"] = str((out_dir / "results").resolve())
+            # relative to the notebooks' working folder: the report never shows this machine's absolute path
+            nb_params["results_dir"] = os.path.relpath(out_dir / "results", config.NOTEBOOKS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch_dir = Path(tempfile.mkdtemp(prefix="run_all_")) if args.publish else out_dir
     rows, t_start, failed, modes = [], time.perf_counter(), None, set()

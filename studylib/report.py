@@ -264,9 +264,10 @@ def reevaluate(rows: dict, test, tolerance_pts: float, *, device: str = "cpu", b
         if not d.ok:
             continue
         if dev.type == "cpu":
-            # The same function by another engine, several times faster here on the 224-px transfer rows
-            # (benchmarks.bench_limits' "reevaluate" rows); the agreement with the recorded predictions below
-            # shows it changed nothing
+            # The same function by another engine, faster on the CPU: on fresh clones on the 2-core AMD EPYC this
+            # cell took 316 s for the 7 rows, against about 580 s in PyTorch eager with BatchNorm folded (05's
+            # 695 s less its other cells); benchmarks.bench_limits times both per backbone. The agreement with
+            # the recorded predictions below shows it changed nothing (100% on all 7 rows there)
             import onnxruntime
 
             lg = logits[key] = evaluate.onnx_logits(d.model, test.images, batch_size=batch_size or evaluate.ONNX_BATCH,
