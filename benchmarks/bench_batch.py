@@ -50,8 +50,7 @@ def run_path(path: str, model, x: torch.Tensor, batch: int) -> torch.Tensor:
         return features.extract(model, x, precision=PRECISION[path], device="cpu", batch_size=batch,
                                 progress=False).float()
     if path == "reevaluate":
-        return torch.cat([torch.from_numpy(model.run(None, {"images": x[i:i + batch].numpy()})[0])
-                          for i in range(0, len(x), batch)])
+        return evaluate.onnx_run(model, x, batch_size=batch)
     return engine.batched_logits(model, x, device="cpu", precision=PRECISION[path], batch_size=batch)
 
 

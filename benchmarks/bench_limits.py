@@ -263,8 +263,7 @@ def extraction(name: str, s: Sizes, bandwidth_gb_s: float, *, precision: str = "
     batch = min(evaluate.ONNX_BATCH if onnx else features.batch_for(EXTRACT_SIZE, precision), len(x))
     if onnx:  # the export (and its check) is outside the timed calls, as the 10,000-image pass amortises it
         session = evaluate.onnx_session(model, x[:2])
-        ips = len(x) * calls_per_s(lambda: [session.run(None, {"images": x[i:i + batch].numpy()})
-                                            for i in range(0, len(x), batch)], 1)
+        ips = len(x) * calls_per_s(lambda: evaluate.onnx_run(session, x, batch_size=batch), 1)
     elif whole_model:
         ips = len(x) * calls_per_s(lambda: engine.batched_logits(model, x, device=CPU, precision=precision,
                                                                  batch_size=batch), 1)

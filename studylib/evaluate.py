@@ -167,6 +167,17 @@ def measure_throughput(model: nn.Module, batch: torch.Tensor, *, threads: int = 
             "precision": precision}
 
 
+def _max_diff_if_not_close(out: torch.Tensor, reference: torch.Tensor, tolerance: float) -> str | None:
+    """None when ``out`` matches ``reference`` within ``tolerance`` times its largest magnitude; else what differs
+    (the largest difference, or the shape) and the scale, for an error message."""
+    scale = float(reference.abs().max().clamp_min(1e-12))
+    if out.shape != reference.shape:
+        return f"shape {tuple(out.shape)} instead of {tuple(reference.shape)}"
+    if torch.allclose(out, reference, rtol=0, atol=tolerance * scale):
+        return None
+    return f"{float((out - reference).abs().max()):.3g} (scale {scale:.3g})"
+
+
 class FoldError(RuntimeError):
     """Folding BatchNorm into the convolutions changed a model's outputs (it must not)."""
 
@@ -213,11 +224,9 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, *, tolerance: float 
         for target, replacement in ((conv, fused), (bn, nn.Identity())):
             parent, _, attr = names[target].rpartition(".")
             setattr(folded.get_submodule(parent) if parent else folded, attr, replacement)
-    out = folded(example)
-    scale = reference.abs().max().clamp_min(1e-12)
-    if not torch.allclose(out, reference, rtol=0, atol=tolerance * float(scale)):
-        raise FoldError(f"folding {len(pairs)} BatchNorm layers of {type(model).__name__} changed its outputs by "
-                        f"{float((out - reference).abs().max()):.3g} (scale {float(scale):.3g})")
+    diff = _max_diff_if_not_close(folded(example), reference, tolerance)
+    if diff:
+        raise FoldError(f"folding {len(pairs)} BatchNorm layers of {type(model).__name__} changed its outputs by {diff}")
     return folded, len(pairs)
 
 
@@ -261,16 +270,24 @@ def onnx_session(model: nn.Module, example: torch.Tensor, *, check: torch.Tensor
     options.log_severity_level = 3  # errors only: no graph-optimizer notes on stderr
     session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
     try:
-        out = torch.from_numpy(session.run(None, {"images": check.numpy()})[0])
+        out = onnx_run(session, check, batch_size=len(check))
     except Exception as e:  # onnxruntime's own error types: a shape fixed by the trace, an unsupported op
         raise OnnxExportError(f"ONNX Runtime could not run its copy of {type(model).__name__} on "
                               f"{tuple(check.shape)}: {e}") from e
-    scale = reference.abs().max().clamp_min(1e-12)
-    if out.shape != reference.shape or not torch.allclose(out, reference, rtol=0, atol=tolerance * float(scale)):
-        diff = f"{float((out - reference).abs().max()):.3g}" if out.shape == reference.shape else f"shape {tuple(out.shape)}"
-        raise OnnxExportError(f"ONNX Runtime's copy of {type(model).__name__} differs from it: {diff} "
-                              f"(expected shape {tuple(reference.shape)}, scale {float(scale):.3g})")
+    diff = _max_diff_if_not_close(out, reference, tolerance)
+    if diff:
+        raise OnnxExportError(f"ONNX Runtime's copy of {type(model).__name__} differs from it: {diff}")
     return session
+
+
+def onnx_run(session, images: torch.Tensor, *, batch_size: int = ONNX_BATCH, progress: bool = False,
+             desc: str = "evaluate") -> torch.Tensor:
+    """float32 outputs of an onnx_session on ``images``, ``batch_size`` images per call."""
+    from tqdm.auto import tqdm
+
+    out = [session.run(None, {"images": images[i:i + batch_size].numpy()})[0]
+           for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress)]
+    return torch.from_numpy(np.concatenate(out))
 
 
 def onnx_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = ONNX_BATCH, threads: int | None = None,
@@ -278,14 +295,10 @@ def onnx_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = ONN
     """float32 logits (N, classes) of ``model`` in fp32 on ``images`` (as the model takes them, e.g. uint8),
     computed by ONNX Runtime on the CPU (onnx_session: traced on 2 images, checked on 3), ``batch_size``
     images per call: the same function as engine.batched_logits in fp32, by another engine."""
-    from tqdm.auto import tqdm
-
     if not len(images):
         return torch.empty(0)
     session = onnx_session(model, images[:2], check=images[:3], threads=threads)
-    out = [session.run(None, {"images": images[i:i + batch_size].numpy()})[0]
-           for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress)]
-    return torch.from_numpy(np.concatenate(out))
+    return onnx_run(session, images, batch_size=batch_size, progress=progress, desc=desc)
 
 
 def state_dict_bytes(model: nn.Module) -> int:

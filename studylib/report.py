@@ -252,7 +252,7 @@ def reevaluate(rows: dict, test, tolerance_pts: float, *, device: str = "cpu", b
                progress: bool = False) -> tuple[pd.DataFrame, dict]:
     """Run every deployed (ok) model on the test images now, in fp32, and compare its accuracy with the
     accuracy its run recorded. On the CPU the model runs in ONNX Runtime (evaluate.onnx_logits, exported
-    from the shipped weights and checked against PyTorch on two images; ``batch_size`` images per call,
+    from the shipped weights and checked against PyTorch on three images; ``batch_size`` images per call,
     None: evaluate.ONNX_BATCH); on a GPU in PyTorch with its BatchNorms folded into the convolutions
     (evaluate.fold_batchnorm; None: features.model_batch). Raises ReevaluationError naming each row and both
     numbers when they differ by more than ``tolerance_pts`` points. Returns (table, {row: logits})."""
