@@ -13,7 +13,7 @@ at every batch size in the sweep: images/s, speed-up over batch 64 (the default 
 achieved GFLOP/s and its fraction of the matching matmul limit (measured at start), activation bytes
 per pass, and the largest difference of the outputs from batch 64's (0 means the batch size changes
 no number the study records). The last column marks the batch the study now uses,
-features.batch_for(size, precision), or evaluate.ONNX_BATCH for ONNX Runtime.
+features.batch_for(size, precision), or evaluate.onnx_batch for ONNX Runtime.
 
 Inputs are random uint8 images (speed does not depend on pixel values); ImageNet weights where
 available, else the same architecture untrained (bench_limits.transfer_model).
@@ -61,6 +61,8 @@ def sweep(name: str, size: int, path: str, batches: tuple[int, ...], n: int, lim
     flops = timing.flops_per_example(model.backbone.eval(), example, backward=False)
     precision = PRECISION[path]
     act = activation_bytes(model.backbone, example, bytes_per_value=2 if precision == "bf16" else 4)
+    chosen, by = ((evaluate.onnx_batch(model), "evaluate.onnx_batch") if path == "reevaluate" else
+                  (features.batch_for(size, precision), "features.batch_for"))
     if path == "reevaluate torch":
         model, _ = evaluate.fold_batchnorm(model.use_channels_last(), x[:2])
     elif path == "reevaluate":
@@ -78,8 +80,6 @@ def sweep(name: str, size: int, path: str, batches: tuple[int, ...], n: int, lim
                      "fraction_of_limit": rep["fraction_of_limit"], "activation_mb_per_pass": act * b / 1e6,
                      "max_abs_diff_vs_64": float((out - reference).abs().max()), "weights": init})
     base = next(r["images_per_s"] for r in rows if r["batch"] == BASELINE)
-    chosen, by = ((evaluate.ONNX_BATCH, "evaluate.ONNX_BATCH") if path == "reevaluate" else
-                  (features.batch_for(size, precision), "features.batch_for"))
     for r in rows:
         r["speedup_vs_64"] = r["images_per_s"] / base
         r["default"] = f"<- {by}" if r["batch"] == chosen else ""

@@ -14,7 +14,7 @@ Then, per stage, with the study's own code paths (studylib.engine, features, qua
                                    (8); and the same with BatchNorm folded into the convolutions
                                    (evaluate.fold_batchnorm)
   reevaluate <backbone>        05  the deployed model (backbone + head) in fp32 as report.reevaluate runs it on
-                                   the CPU: ONNX Runtime (evaluate.onnx_logits), batch evaluate.ONNX_BATCH (16);
+                                   the CPU: ONNX Runtime (evaluate.onnx_logits), batch evaluate.onnx_batch (4 at 224 px);
                                    beside it PyTorch eager at batch features.batch_for (4), BatchNorm folded
                                    (the GPU path, and the CPU path before ONNX Runtime) and unfolded
   head train                   03  Dropout + Linear 1280->10 on random features, fp32, 1 thread, batch 128
@@ -260,7 +260,7 @@ def extraction(name: str, s: Sizes, bandwidth_gb_s: float, *, precision: str = "
     folded = 0
     if fold:
         model, folded = evaluate.fold_batchnorm(model, x[:2])
-    batch = min(evaluate.ONNX_BATCH if onnx else features.batch_for(EXTRACT_SIZE, precision), len(x))
+    batch = min(evaluate.onnx_batch(model) if onnx else features.batch_for(EXTRACT_SIZE, precision), len(x))
     if onnx:  # the export (and its check) is outside the timed calls, as the 10,000-image pass amortises it
         session = evaluate.onnx_session(model, x[:2])
         ips = len(x) * calls_per_s(lambda: evaluate.onnx_run(session, x, batch_size=batch), 1)

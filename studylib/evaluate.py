@@ -234,8 +234,12 @@ class OnnxExportError(RuntimeError):
     """ONNX Runtime's copy of a model computes something other than the model (it must not)."""
 
 
-# Images per ONNX Runtime call in notebook 05's fp32 re-evaluation (benchmarks/bench_batch.py, "reevaluate onnxruntime")
+# Images per ONNX Runtime call in notebook 05's fp32 re-evaluation, by the model's input size (onnx_batch). Measured by
+# benchmarks/bench_batch.py ("reevaluate"; AMD EPYC, 2 threads, 2026-12-03): at 224 px 4 images per call were the
+# fastest or within 4% of it (MobileNetV2 240 images/s against 218 at 16; EfficientNet-Lite0 125 against 97 at 16);
+# at 64 px 16 was within 22% of the best for both backbones. Sizes not swept (the scratch models' 32 px): ONNX_BATCH.
 ONNX_BATCH = 16
+ONNX_BATCH_BY_SIZE = {224: 4}
 
 
 @torch.no_grad()
@@ -290,15 +294,21 @@ def onnx_run(session, images: torch.Tensor, *, batch_size: int = ONNX_BATCH, pro
     return torch.from_numpy(np.concatenate(out))
 
 
-def onnx_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = ONNX_BATCH, threads: int | None = None,
+def onnx_batch(model: nn.Module) -> int:
+    """Images per ONNX Runtime call for ``model``: ONNX_BATCH_BY_SIZE at the input size its preprocessing produces,
+    else ONNX_BATCH."""
+    return ONNX_BATCH_BY_SIZE.get(getattr(getattr(model, "preprocess", None), "size", None), ONNX_BATCH)
+
+
+def onnx_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int | None = None, threads: int | None = None,
                 progress: bool = False, desc: str = "evaluate") -> torch.Tensor:
     """float32 logits (N, classes) of ``model`` in fp32 on ``images`` (as the model takes them, e.g. uint8),
     computed by ONNX Runtime on the CPU (onnx_session: traced on 2 images, checked on 3), ``batch_size``
-    images per call: the same function as engine.batched_logits in fp32, by another engine."""
+    images per call (None: onnx_batch): the same function as engine.batched_logits in fp32, by another engine."""
     if not len(images):
         return torch.empty(0)
     session = onnx_session(model, images[:2], check=images[:3], threads=threads)
-    return onnx_run(session, images, batch_size=batch_size, progress=progress, desc=desc)
+    return onnx_run(session, images, batch_size=batch_size or onnx_batch(model), progress=progress, desc=desc)
 
 
 def state_dict_bytes(model: nn.Module) -> int:

@@ -253,7 +253,7 @@ def reevaluate(rows: dict, test, tolerance_pts: float, *, device: str = "cpu", b
     """Run every deployed (ok) model on the test images now, in fp32, and compare its accuracy with the
     accuracy its run recorded. On the CPU the model runs in ONNX Runtime (evaluate.onnx_logits, exported
     from the shipped weights and checked against PyTorch on three images; ``batch_size`` images per call,
-    None: evaluate.ONNX_BATCH); on a GPU in PyTorch with its BatchNorms folded into the convolutions
+    None: evaluate.onnx_batch, by input size); on a GPU in PyTorch with its BatchNorms folded into the convolutions
     (evaluate.fold_batchnorm; None: features.model_batch). Raises ReevaluationError naming each row and both
     numbers when they differ by more than ``tolerance_pts`` points. Returns (table, {row: logits})."""
     from . import engine, evaluate, features
@@ -270,7 +270,7 @@ def reevaluate(rows: dict, test, tolerance_pts: float, *, device: str = "cpu", b
             # the recorded predictions below shows it changed nothing (100% on all 7 rows there)
             import onnxruntime
 
-            lg = logits[key] = evaluate.onnx_logits(d.model, test.images, batch_size=batch_size or evaluate.ONNX_BATCH,
+            lg = logits[key] = evaluate.onnx_logits(d.model, test.images, batch_size=batch_size,
                                                     progress=progress, desc=d.label)
             engine_used = f"onnxruntime {onnxruntime.__version__}"
         else:

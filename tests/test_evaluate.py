@@ -195,6 +195,16 @@ def test_onnx_logits_are_the_models_fp32_logits(name):
     assert not model.training  # left in eval mode, as it came
 
 
+def test_onnx_batch_follows_the_models_input_size():
+    from studylib.models import backbones
+
+    at224 = backbones.build_transfer("mobilenet_v2", init=None, size=224)
+    at64 = backbones.build_transfer("mobilenet_v2", init=None, size=64)
+    assert evaluate.onnx_batch(at224) == evaluate.ONNX_BATCH_BY_SIZE[224]
+    assert evaluate.onnx_batch(at64) == evaluate.onnx_batch(scratch.build("custom_cnn", config.recipe("study"))) \
+        == evaluate.ONNX_BATCH  # sizes not swept, and models without a resizing preprocessor
+
+
 class FixedBatch(nn.Module):
     """Its trace records the batch size as a constant: ONNX Runtime's copy works only at that size."""
 
