@@ -42,6 +42,10 @@ WEIGHTS_FILE = "model.pt"
 # Never shipped: resumable state and large caches (weights only for the runs whose models are deployed).
 NOT_SHIPPED = ("checkpoint.pt", "features.pt")
 MAX_SHIPPED_FILE = 1_000_000  # bytes: a small output (metrics, history, predictions, measurement tables)
+# What runs/ may hold in all (bytes of the shipped files; runs/README.md, "Size"). Issue 16 first set 60 MB for two
+# deployed scratch rows (~23 MB of weights); the reference-code recipe's rows (issue 14) are deployed rows too and
+# add 22.7 MB, so every deployed row's weights now take 62.5 MB on their own.
+SHIPPED_BUDGET = 75_000_000
 
 
 def use_shipped() -> bool:
@@ -274,6 +278,11 @@ def read_manifest() -> dict[str, dict]:
     return artifacts.read_json(path)["files"] if path.exists() else {}
 
 
+def shipped_bytes() -> int:
+    """Bytes of everything in runs/ (the shipped files, the manifest and the README)."""
+    return sum(p.stat().st_size for p in shipped_root().rglob("*") if p.is_file())
+
+
 def ship(run: Run, weights: bool = False) -> list[Path]:
     """Copy a finished store run's small outputs (every file up to 1 MB but checkpoints and caches; with
     ``weights`` its model.pt too) into ``runs/`` and record their sha256 in the manifest. Returns the
@@ -388,8 +397,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{verify_manifest()} shipped files match runs/{MANIFEST}")
         return
     written = ship_all(args.profile, tuple(args.kinds))
-    total = sum(p.stat().st_size for p in shipped_root().rglob("*") if p.is_file())
-    print(f"shipped {len(written)} files; runs/ now holds {total / 1e6:.1f} MB")
+    total = shipped_bytes()
+    print(f"shipped {len(written)} files; runs/ now holds {total / 1e6:.1f} MB of its {SHIPPED_BUDGET / 1e6:.0f} MB budget")
+    if total > SHIPPED_BUDGET:
+        print(f"warning: runs/ is over its budget by {(total - SHIPPED_BUDGET) / 1e6:.1f} MB: ship metrics and "
+              "predictions only for the runs that added it (runs.carries_weights), or raise runs.SHIPPED_BUDGET "
+              "with the reason in runs/README.md", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -232,6 +232,17 @@ def test_every_shipped_file_is_committable():
     assert out.stdout.split() == [], f"git ignores shipped files; add an exception to .gitignore: {out.stdout}"
 
 
+def test_shipped_runs_fit_their_budget():
+    """runs/ (git-tracked, in every clone) stays within runs.SHIPPED_BUDGET; the manifest lists every file in it
+    but itself and the README."""
+    if not runs.read_manifest():
+        pytest.skip("no shipped runs")
+    listed = sum(rec["bytes"] for rec in runs.read_manifest().values())
+    total = runs.shipped_bytes()
+    assert total == listed + sum((runs.shipped_root() / n).stat().st_size for n in (runs.MANIFEST, "README.md"))
+    assert total <= runs.SHIPPED_BUDGET, f"runs/ holds {total / 1e6:.1f} MB, over {runs.SHIPPED_BUDGET / 1e6:.0f} MB"
+
+
 def test_shipped_files_name_no_machine_path():
     """Shipped metrics travel to every clone: paths in them (feature caches, weight files) are written as
     config.display_path writes them, never as the training machine's absolute path."""
