@@ -148,17 +148,36 @@ def cached_features(model: nn.Module, split, profile: str, *, precision: str = "
     """Features of every image of ``split`` (a data.CifarSplit) through ``model``'s frozen backbone,
     from the cache when it is complete and matches, else computed (resuming finished shards)."""
     run = feature_run(model, split, profile, precision)
+    if force:
+        with run.owned():
+            run.reset()
+    reused = _read_final(run, split)
+    if reused is not None:
+        return reused
+    with run.owned():  # one process extracts; another reaching the same cache waits, then reads it
+        return _read_final(run, split) or _compute(run, model, split, precision=precision, device=device,
+                                                   progress=progress, batch_size=batch_size)
+
+
+def _read_final(run: runs.Run, split) -> Cached | None:
+    """The assembled cache when it is complete and matches; a stale or damaged one is removed (None)."""
+    key_hash, final = artifacts.hash_obj(run.key), run.folder / FINAL
+    if not final.exists():
+        return None
+    obj = _load(final)
+    if _valid(obj, key_hash, len(split), split.labels):
+        return Cached(obj["features"], split.labels, run.key, key_hash, run.folder, obj["seconds"], reused=True)
+    print(f"feature cache {config.display_path(final)} is stale or damaged; rebuilding it", flush=True)
+    run.reset()
+    return None
+
+
+def _compute(run: runs.Run, model: nn.Module, split, *, precision: str, device: str, progress: bool | None,
+             batch_size: int | None) -> Cached:
+    """Extract every missing shard, then assemble the cache (the caller holds the run's lock)."""
     key, key_hash, folder = run.key, artifacts.hash_obj(run.key), run.folder
     final = folder / FINAL
-    if force:
-        run.reset()
     n = len(split)
-    if final.exists():
-        obj = _load(final)
-        if _valid(obj, key_hash, n, split.labels):
-            return Cached(obj["features"], split.labels, key, key_hash, folder, obj["seconds"], reused=True)
-        print(f"feature cache {config.display_path(final)} is stale or damaged; rebuilding it", flush=True)
-        run.reset()
     runtime.check_machine_load(f"{model.name} {split.split} features")
 
     parts, seconds = [], 0.0

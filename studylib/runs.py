@@ -20,13 +20,14 @@ New runs are always written to the store; shipped runs are written only by ``shi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,15 @@ from . import artifacts, config, runtime
 MARKER = "metrics.json"
 USE_SHIPPED_ENV = "STUDY_USE_SHIPPED"   # "0": ignore runs/ (retraining into the store)
 TRAIN_ENV = "STUDY_TRAIN"               # "0": never train; a missing run says which command computes it
+WAIT_ENV = "STUDY_LOCK_WAIT"            # "0": a run another process is training is skipped, not waited for
+# One owner per run: a lease beside the run folder (``<folder>.lock``), taken while the run is computed.
+# filelock's SoftFileLease, because the store may sit on NFS shared by a cluster's nodes: it is an O_EXCL marker
+# file (atomic on NFSv3+), where flock/fcntl locks are emulated or unsupported on many NFS mounts. A marker is not
+# released by the kernel when its holder dies, so it records host, pid and process start time, and a heartbeat
+# thread refreshes it every LOCK_LEASE_S / 3: a marker whose pid is dead on this host is broken at once (kill -9),
+# one from another host once its heartbeat is older than LOCK_LEASE_S (a node lost mid-run).
+LOCK_LEASE_S = 300.0
+LOCK_POLL_S = 1.0
 MANIFEST = "MANIFEST.json"
 WEIGHTS_FILE = "model.pt"
 # Never shipped: resumable state and large caches (weights only for the runs whose models are deployed).
@@ -107,17 +117,46 @@ class Run:
             shutil.rmtree(self.folder)
         self._metrics = None
 
-    def reuse_or(self, fit: Callable[["Run"], Any], force: bool = False) -> "Run":
-        """The finished run, or ``fit(self)`` to compute it (``force``: recompute in the store)."""
-        if force:
-            self.reset()
-            if not (self.folder / self.marker).exists() and self.shipped:
-                raise RuntimeError(f"{self.id}: force=True cannot recompute a shipped run in place; "
-                                   f"set ${USE_SHIPPED_ENV}=0 (run_all.py --retrain) to train into the store.")
-        if not self.done:
-            fit(self)
-            if not self.done:
-                raise RuntimeError(f"{self.kind}/{self.id}: fit returned without writing {self.marker}")
+    @property
+    def lock_path(self) -> Path:
+        """The lease file of this run's owner (beside the folder, so ``reset`` never deletes a held lock)."""
+        return self.folder.with_name(self.folder.name + ".lock")
+
+    @contextlib.contextmanager
+    def owned(self, wait: bool = True) -> Iterator["Run"]:
+        """Hold this run's lock (see ``LOCK_LEASE_S``): waits while another process computes it, breaking a lock
+        whose holder died; ``wait=False`` raises ``RunBusy`` instead. Re-entrant within a process."""
+        from filelock import SoftFileLease, Timeout
+
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        # is_singleton: the same lock object per path in this process, so nested holds (a head's fit extracting
+        # the features it needs) count up instead of waiting on themselves
+        lock = SoftFileLease(self.lock_path, lease_duration=LOCK_LEASE_S, is_singleton=True, poll_interval=LOCK_POLL_S)
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            raise RunBusy(self, lock_holder(self.lock_path)) from None
+        try:
+            yield self
+        finally:
+            lock.release()
+
+    def reuse_or(self, fit: Callable[["Run"], Any], force: bool = False, wait: bool = True) -> "Run":
+        """The finished run, or ``fit(self)`` to compute it (``force``: recompute in the store), holding the
+        run's lock: a second process reaching the same run waits, then reuses what the first one wrote
+        (``wait=False``: raises ``RunBusy`` instead)."""
+        if self.done and not force:
+            return self
+        with self.owned(wait):
+            if force:
+                self.reset()
+                if not (self.folder / self.marker).exists() and self.shipped:
+                    raise RuntimeError(f"{self.id}: force=True cannot recompute a shipped run in place; "
+                                       f"set ${USE_SHIPPED_ENV}=0 (run_all.py --retrain) to train into the store.")
+            if not self.done:  # the owner before us may have finished it while we waited
+                fit(self)
+                if not self.done:
+                    raise RuntimeError(f"{self.kind}/{self.id}: fit returned without writing {self.marker}")
         return self
 
     def finish(self, metrics: dict, *, history: pd.DataFrame | None = None, predictions: dict | None = None,
@@ -160,6 +199,28 @@ class Run:
             raise FileNotFoundError(f"{self.kind}/{self.id} has no {name} (shipped runs carry weights only for "
                                     f"deployed models); retrain it: python run_all.py --retrain")
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class RunBusy(RuntimeError):
+    """Another live process holds the run's lock (raised instead of waiting when asked not to wait)."""
+
+    def __init__(self, run: Run, holder: str):
+        super().__init__(f"{run.kind}/{run.id} is being computed by {holder}; wait for it (drop --no-wait) "
+                         f"or run again later: a finished run is reused")
+        self.run, self.holder = run, holder
+
+
+def lock_holder(path: Path) -> str:
+    """Who holds a run's lock, from its lease record ("host vm, pid 123"), for messages."""
+    try:
+        fields = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    except OSError:
+        return "another process"
+    return f"host {fields.get('host', '?')}, pid {fields.get('pid', '?')}"
+
+
+def waits_for_locks() -> bool:
+    return os.environ.get(WAIT_ENV, "1") != "0"
 
 
 # ---------------------------------------------------------------------------------------
@@ -223,11 +284,31 @@ def _jsonable(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
+_recorders: list[list["Job"]] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list["Job"]]:
+    """Inside this block ``ensure`` trains nothing and prints nothing: it appends each job it is asked for
+    (finished or not, in order) to the yielded list and returns the run as it stands. How the plan
+    (``studylib.dispatch``) learns which runs the report's code needs without training them."""
+    jobs: list[Job] = []
+    _recorders.append(jobs)
+    try:
+        yield jobs
+    finally:
+        _recorders.remove(jobs)
+
+
 def ensure(run: Run, fit: Callable[[Run], Any], command: str, *, estimate_s: float | None = None,
-           force: bool = False) -> Run:
+           force: bool = False, needs: tuple["Job", ...] = ()) -> Run:
     """``run`` finished: here (reused), or trained now when this mode trains (``$STUDY_TRAIN`` not "0"),
     or not at all: then it prints ``command``, the exact command that computes it, and returns the
-    unfinished run (``run.done`` is False) for the caller to show as "not run"."""
+    unfinished run (``run.done`` is False) for the caller to show as "not run". A run another process is
+    training is waited for, then reused (``$STUDY_LOCK_WAIT=0``: skipped, and said so)."""
+    if _recorders:
+        _recorders[-1].append(Job(run, fit, command, estimate_s, tuple(needs)))
+        return run
     if run.done and not force:
         return run
     if not training_allowed():
@@ -235,20 +316,26 @@ def ensure(run: Run, fit: Callable[[Run], Any], command: str, *, estimate_s: flo
         print(f"not run here: {run.kind}/{run.name}{cost}; compute it with:\n    {command}", flush=True)
         return run
     runtime.check_machine_load(f"{run.kind}/{run.name}")
-    return run.reuse_or(fit, force=force)
+    try:
+        return run.reuse_or(fit, force=force, wait=waits_for_locks())
+    except RunBusy as busy:
+        print(f"skipped: {busy}", flush=True)
+        return run
 
 
 @dataclass
 class Job:
-    """A run with the function that computes it and the command a user would type to do so."""
+    """A run with the function that computes it and the command a user would type to do so. ``needs``: jobs
+    whose outputs ``fit`` reads (a probe's feature caches), computed first when planned separately."""
 
     run: Run
     fit: Callable[[Run], Any]
     command: str
     estimate_s: float | None = None
+    needs: tuple["Job", ...] = field(default_factory=tuple)
 
     def ensure(self, force: bool = False) -> Run:
-        return ensure(self.run, self.fit, self.command, estimate_s=self.estimate_s, force=force)
+        return ensure(self.run, self.fit, self.command, estimate_s=self.estimate_s, force=force, needs=self.needs)
 
     def train(self, force: bool = False) -> Run:
         return self.run.reuse_or(self.fit, force=force)
