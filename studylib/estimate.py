@@ -64,7 +64,36 @@ def rates(quick: bool = False) -> dict[str, float]:
         "finetune": _time_steps(mnv2.backbone, config.grid("controlled")["size"], 64, steps),
         "extract224": _time_forward(mnv2.backbone, 224, 32, "bf16"),
         "extract224_fp32": _time_forward(mnv2.backbone, 224, 32, "fp32"),
+        # a linear head on 1,323 inputs (3 x 21 x 21), as on a backbone's 1,280 pooled features
+        "head": _time_steps(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 21 * 21, 10)), 21, 128,
+                            steps, channels_last=False),
     }
+
+
+# What each trained kind's work runs at: the rate of rates() it is timed by.
+RUN_RATES = {"strong": "strong", "finetune": "finetune", "head": "head", "controlled_probe": "head",
+             "calibration": "head"}
+
+
+def run_seconds(run, r: dict[str, float]) -> float | None:
+    """Estimated seconds of one unfinished run (``runs.Run``) on this machine from ``rates()``: training
+    images per epoch x epochs, plus an evaluation pass per epoch, over the rate of its kind of work; a
+    feature cache is one forward pass over its split, scaled by the input area. None for other kinds."""
+    cfg = config.get_profile(run.profile)
+    n_train, n_test = 10 * (cfg["train_per_class"] or 5000), 10 * (cfg["test_per_class"] or 1000)
+    key = run.key
+    if run.kind == "features":
+        n = n_test if run.name.endswith("-test") else n_train
+        rate = r["extract224_fp32" if key.get("precision") == "fp32" else "extract224"]
+        return n * (key.get("size", 224) / 224) ** 2 / rate
+    rate = r.get(key.get("model")) if run.kind == "scratch" else r.get(RUN_RATES.get(run.kind, ""))
+    if not rate:
+        return None
+    subset = key.get("subset") or {}
+    n = 10 * subset["per_class"] if subset.get("per_class") else n_train
+    n = int(n * (1 - (subset.get("val_fraction") or 0))) * subset.get("repeats", 1)
+    n = max(n, subset.get("min_epoch_images") or 0)
+    return key["recipe"]["epochs"] * (n + EVAL_COST * n_test) / rate
 
 
 def work(profile: str) -> list[dict]:

@@ -73,6 +73,20 @@ class Features:
             out["train"] += f"-{self.subset_name}"
         return out
 
+    def cache_jobs(self, command: str) -> tuple[runs.Job, ...]:
+        """The feature caches a head on these features reads, as jobs (extracting one is its ``fit``), so a plan
+        can compute them before the heads; a subset's training features are sliced or extracted uncached."""
+        splits = self._splits()
+        if self.subset is not None:
+            splits.pop("train")
+
+        def job(split: data.CifarSplit, prec: str) -> runs.Job:
+            fit = lambda run: features.cached_features(self.model, split, self.profile, precision=prec,  # noqa: E731
+                                                       device=self.device, progress=self.progress)
+            return runs.Job(features.feature_run(self.model, split, self.profile, prec), fit, command)
+
+        return tuple(job(split, prec) for split, prec in splits.values())
+
     def load(self) -> "Features":
         """Read the caches, extracting what is missing (the expensive step). With a subset: sliced from
         the whole split's cache when it exists, else only the subset's images are extracted (uncached)."""
@@ -270,8 +284,8 @@ def head_job(feats: Features, recipe: str = "head", profile: str = "full", *, se
             engine.fit(run, head, plan, test_labels=feats.test.labels, train_n=len(fit_idx), device=device,
                        precision=r["precision"], progress=progress, extra_metrics=extra)
 
-    command = "python -m studylib.recipes.heads --profile full"
-    return runs.Job(run, fit, command)
+    command = f"python -m studylib.recipes.heads --profile {profile}"
+    return runs.Job(run, fit, command, needs=feats.cache_jobs(command))
 
 
 def load(run: runs.Run, model: backbones.TransferNet | None = None, weights_dir=None) -> backbones.TransferNet:
@@ -331,7 +345,8 @@ def data_efficiency_table(profile: str, names=config.PROBES, *, data_dir=None, d
             for seed in g["seeds"]:
                 run = head_job(feats, "head", profile, seed=seed, per_class=per_class,
                                min_epoch_images=g["min_epoch_images"], device=device, progress=False).ensure()
-                rows.append(_row(run, seed=seed, per_class=per_class))
+                if run.done:  # not trained here (no-training mode, or another process owns it): left out
+                    rows.append(_row(run, seed=seed, per_class=per_class))
     return pd.DataFrame(rows)
 
 
