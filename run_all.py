@@ -6,6 +6,9 @@
     python run_all.py --retrain 02 03      # retrain only what these notebooks train
     python run_all.py --profile quick      # the whole pipeline in minutes on a small subset (smoke test)
     python run_all.py --only 01 05         # a subset of notebooks, by number prefix
+    python run_all.py --retrain --plan     # every unfinished run the report needs: command, estimate, waits for
+    python run_all.py --retrain --executor local --workers 1 --wait   # the plan in worker processes, then the report
+    python run_all.py --retrain --executor slurm --slurm-partition gpu --slurm-gpus 1   # the plan as SLURM job arrays
 
 Executed notebooks and one HTML per notebook land in reports/, with reports/index.html leading
 with the study's answer. Stops at the first failing notebook and names it and the cell.
@@ -35,7 +38,7 @@ from nbconvert import HTMLExporter
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
-from studylib import artifacts, config, estimate, provenance, runs, runtime
+from studylib import artifacts, config, dispatch, estimate, provenance, runs, runtime
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 
@@ -297,14 +300,83 @@ Total wall time {total_s / 60:.1f} min.</p>
     artifacts.write_bytes(out, page.encode())
 
 
-def set_mode(profile: str, retrain: list[str] | None, notebook: str) -> str:
-    """Environment of one notebook's kernel: whether shipped runs are used and whether it may train."""
-    retraining = retrain is not None and (not retrain or any(notebook.startswith(n) for n in retrain))
+def set_mode(profile: str, retrain: list[str] | None, notebook: str, executor: str | None = None) -> str:
+    """Environment of one notebook's kernel: whether shipped runs are used and whether it may train (never after
+    an executor ran the plan: the report renders from what its jobs finished)."""
+    retraining = dispatch.retraining(retrain, notebook)
     os.environ[runs.USE_SHIPPED_ENV] = "0" if retraining else "1"
-    os.environ[runs.TRAIN_ENV] = "1" if (profile != "full" or retraining) else "0"
+    os.environ[runs.TRAIN_ENV] = "1" if (profile != "full" or retraining) and not executor else "0"
+    if executor:
+        return f"rendering what the {executor} executor's jobs finished"
     if retraining:
         return "retraining into the artifact store"
     return "training what is missing" if profile != "full" else "shipped runs, no training"
+
+
+def add_dispatch_options(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("plan and executors (README, \"On a cluster\")")
+    g.add_argument("--plan", action="store_true", help="list every unfinished run the selected notebooks need "
+                   "(id, kind, notebook, command, estimate here, what it waits for) and stop")
+    g.add_argument("--json", action="store_true", help="with --plan: the plan as JSON")
+    g.add_argument("--executor", choices=("local", "slurm"), default=None,
+                   help="compute the plan through submitit: local worker processes, or SLURM job arrays")
+    g.add_argument("--workers", type=int, default=1, help="local executor: worker processes (default 1: on 2 cores "
+                   "two heavy jobs slow each other several-fold)")
+    g.add_argument("--wait", action="store_true", help="follow the executor's jobs, then render the report")
+    g.add_argument("--no-wait", action="store_true", help="a run another process is computing is skipped (and "
+                   "said so) instead of waited for")
+    g.add_argument("--slurm-partition", default=None)
+    g.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job (default 0: CPU only)")
+    g.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per job")
+    g.add_argument("--slurm-mem-gb", type=int, default=16, help="memory per job, GB")
+    g.add_argument("--slurm-time-margin", type=float, default=2.0,
+                   help="time limit = the estimate on this machine x this + 10 min")
+    g.add_argument("--slurm-array-parallelism", type=int, default=64, help="tasks of one array running at once")
+    g.add_argument("--slurm-account", default=None)
+    g.add_argument("--slurm-qos", default=None)
+    g.add_argument("--slurm-constraint", default=None)
+
+
+def run_plan(args, argv: list[str], notebooks: list[Path], params: dict) -> int | None:
+    """--plan prints the plan; --executor computes it (returns the exit status unless the report renders next)."""
+    def plan() -> dispatch.Plan:
+        return dispatch.build_plan(args.profile, [nb.name for nb in notebooks], args.retrain,
+                                   data_dir=params.get("data_dir") or None, device=params.get("device", "auto"),
+                                   weights_dir=params.get("weights_dir") or None)
+
+    current = plan()
+    if args.plan and args.json:
+        print(json.dumps(current.to_json(), indent=2))
+        return 0
+    print(dispatch.format_plan(current), flush=True)
+    if args.plan:
+        return 0
+    if args.executor == "local":
+        failed = dispatch.run_local(current, workers=args.workers, replan=plan)
+    else:
+        opts = dispatch.SlurmOptions(partition=args.slurm_partition, gpus=args.slurm_gpus, cpus=args.slurm_cpus,
+                                     mem_gb=args.slurm_mem_gb, time_margin=args.slurm_time_margin,
+                                     array_parallelism=args.slurm_array_parallelism, account=args.slurm_account,
+                                     qos=args.slurm_qos, constraint=args.slurm_constraint)
+        # without --wait, a job after the arrays plans again and submits what the searches unlocked
+        again = None if args.wait else [sys.executable, str(Path(__file__).resolve()), *argv]
+        failed, seen = [], set()
+        while current.items and not {i.id for i in current.items} <= seen:
+            seen |= {i.id for i in current.items}
+            jobs = dispatch.submit_slurm(current, opts, again)
+            if not args.wait:
+                print(f"job states and logs: {config.display_path(dispatch.dispatch_dir())}; render the report from "
+                      f"what has finished with: python run_all.py --profile {args.profile} ...", flush=True)
+                return 0
+            failed += dispatch.follow(jobs)
+            current = plan()
+    if failed:
+        print(f"\n{len(failed)} job(s) failed or were skipped: {', '.join(failed)}; logs in "
+              f"{config.display_path(dispatch.dispatch_dir() / 'jobs')}. Run the same command again: finished runs are "
+              "skipped, unfinished ones resume from their checkpoints.", file=sys.stderr, flush=True)
+    if not args.wait:
+        return 1 if failed else 0
+    return None
 
 
 def merge_previous_rows(rows: list[dict], timings: Path, profile: str, total: float) -> tuple[list[dict], float]:
@@ -334,7 +406,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the report goes (default reports/, or reports/published with --publish)")
     ap.add_argument("--publish", action="store_true",
                     help="the committed report: code cells hidden, executed notebooks not kept (a few MB)")
+    add_dispatch_options(ap)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
+    if args.json and not args.plan:
+        raise SystemExit("--json prints the plan: use it with --plan")
+    if args.wait and not args.executor:
+        raise SystemExit("--wait follows an executor's jobs: add --executor local or --executor slurm")
+    if args.workers < 1:
+        raise SystemExit(f"--workers {args.workers}: at least one worker process is needed")
+    if args.no_wait:
+        os.environ[runs.WAIT_ENV] = "0"  # inherited by the notebooks' kernels and the executors' jobs
     if args.reports_dir is None:
         args.reports_dir = config.REPORTS_DIR / "published" if args.publish else config.REPORTS_DIR
 
@@ -351,7 +433,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{runs.verify_manifest()} shipped files match runs/MANIFEST.json", flush=True)
         except runs.ShippedRunError as exc:
             raise SystemExit(f"error: {exc}")
-    if args.retrain is not None:
+    if args.plan or args.executor:
+        status = run_plan(args, argv, notebooks, params)
+        if status is not None:
+            return status
+    elif args.retrain is not None:
         print(estimate.format_table(estimate.stages(args.profile, [nb.name for nb in notebooks], args.retrain)),
               flush=True)
 
@@ -364,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch_dir = Path(tempfile.mkdtemp(prefix="run_all_")) if args.publish else out_dir
     rows, t_start, failed, modes = [], time.perf_counter(), None, set()
     for i, nb_path in enumerate(notebooks, 1):
-        mode = set_mode(args.profile, args.retrain, nb_path.name)
+        mode = set_mode(args.profile, args.retrain, nb_path.name, args.executor)
         modes.add(mode)
         print(f"[{i}/{len(notebooks)}] {nb_path.name}  profile={args.profile}  ({mode})", flush=True)
         if os.environ[runs.TRAIN_ENV] == "1":
