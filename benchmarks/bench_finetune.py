@@ -1,72 +1,243 @@
-"""CPU cost of training MobileNetV2 end to end (the controlled grid's fine-tuning column) by input size.
+"""The fine-tuning step on this CPU: the controlled grid's end-to-end MobileNetV2 step as the shipped fine-tune
+runs trained it (the baseline) against faster ways to compute it, all in one process.
 
-Per input size:
-  baseline   the frozen forward pass a linear probe pays once per image: features.time_extraction
-             (bf16 autocast, eval mode, channels_last, batch 64);
-  measured   one fine-tuning step as studylib.recipes.finetune trains: engine.train_one_epoch with
-             crop + flip on the 32-px images, upscale, forward + backward + Adam over every layer,
-             BatchNorm in training mode, bf16 autocast, channels_last, batch 128; at --fp32-size also
-             without autocast.
-Random uint8 images (speed does not depend on pixel values); ImageNet weights where available. Prints
-images/s, how many times the frozen forward pass one training image costs, and what the finetune
-recipe's epochs over the 50,000 training images come to (one run; the grid trains several).
+Variants (64 px; each a full step as studylib.engine.train_one_epoch runs it: crop + flip on the 32-px images,
+upscale, forward, backward, Adam over every layer, BatchNorm in training mode):
 
-    python -m benchmarks.bench_finetune                       # sizes 64 96 128, ~3-5 min on 2 cores
-    python -m benchmarks.bench_finetune --sizes 64 --steps 2
-    python -m benchmarks.bench_finetune --smoke               # seconds: 32 px, batch 8, 1 step
+  baseline                 bf16 autocast, channels_last, ReLU6 in place, batch 128: the shipped fine-tune runs' step
+  fp32, channels_last, batch 128       the same without autocast
+  fp32, batch 128          contiguous tensors, ReLU6 out of place (studylib.fastpath.accelerate())
+  fp32                     the same at the recipe's batch (64): the recipe's step now
+  fp32 + compiled BN       ... and BatchNorm + ReLU6 one torch.compile region (accelerate(compile=True))
+  fp32 + compiled BN, channels_last    the same in channels_last (oneDNN's depthwise convolutions alone are
+                                       2-4x faster in it)
+  bf16                     the recipe's step under bf16 autocast
+  fp32, batch 32 / 256
+  fp32, compiled model     (--compile-model) torch.compile of the whole network (about 70 s to compile)
+
+Every variant is timed in ``--rounds`` interleaved rounds of ``--steps`` steps (after warm-up steps that also
+compile), so that a machine whose speed drifts (these shared VMs do, by +-30% over minutes) treats all
+alike; the median round counts. Printed per variant: images/s, the ratio to the baseline, the fraction of
+the matmul limit of its precision (FLOPs per training image from FlopCounterMode) and of the
+memory-traffic bound (activation bytes per training image, estimated, against the measured copy
+bandwidth). A torch.profiler table of the chosen path says what is left.
+
+``--check-steps N`` (numerics): from the same initial weights and the same batches of real CIFAR-10
+training images, the losses of the first N steps of the baseline and of the fast path, beside the
+baseline on another seed's batches (the seed-to-seed spread the fast path must stay within).
+
+    python -m benchmarks.bench_finetune                        # ~8 min on 2 cores
+    python -m benchmarks.bench_finetune --check-steps 300      # + ~8 min: the numerics check (needs CIFAR-10)
+    python -m benchmarks.bench_finetune --smoke                # seconds: 32 px, batch 8 (checks the script)
+
+Writes benchmarks/results/finetune-<cpu>-<UTC date>.json ($BENCH_RESULTS_DIR overrides the folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import statistics
+import time
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from benchmarks.bench_limits import random_images, train_images_per_s, transfer_model
-from studylib import config, data, engine, features, runtime
+from benchmarks import timing
+from benchmarks.bench_limits import activation_bytes, limit_for, random_images, transfer_model
+from studylib import config, data, engine, fastpath, runtime
 from studylib.augment import CropFlip
 
+CPU = torch.device("cpu")
+BASELINE = "baseline"
+CHOSEN = "fp32"  # the recipe's step: its precision and batch, on studylib.fastpath.accelerate's default path
+BASELINE_BATCH = 128  # the batch of the shipped fine-tune runs (bf16, channels_last)
 
-def step_rate(model: torch.nn.Module, size_batch: int, steps: int, precision: str) -> float:
-    """Training images/s of the finetune recipe's step (``size_batch`` images per step)."""
-    r = config.recipe("finetune")
-    crop_flip = CropFlip(r["augment"]["crop_padding"], r["augment"]["hflip_p"])
-    x, y = random_images(size_batch * steps)
-    return train_images_per_s(model, lambda e: engine.shuffled_batches(x, y, seed=0, epoch=e, batch_size=size_batch,
-                                                                       augment=crop_flip),
-                              steps, precision=precision, channels_last=True, lr=r["optimizer"]["lr"])
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    precision: str = "fp32"
+    channels_last: bool = False
+    fast: bool = True               # fastpath.accelerate: out-of-place activations, contiguous
+    compile_bn: bool = True         # ... and BatchNorm + ReLU6 compiled
+    compile_model: bool = False
+    batch: int = 128
+
+
+def variants(batch: int, compile_model: bool) -> list[Variant]:
+    """The baseline at the shipped runs' batch, then the fast path's variants at ``batch`` (the recipe's)."""
+    out = [Variant(BASELINE, precision="bf16", channels_last=True, fast=False, compile_bn=False, batch=BASELINE_BATCH),
+           Variant(f"fp32, channels_last, batch {BASELINE_BATCH}", channels_last=True, fast=False, compile_bn=False,
+                   batch=BASELINE_BATCH),
+           Variant(f"fp32, batch {BASELINE_BATCH}", compile_bn=False, batch=BASELINE_BATCH),
+           Variant(CHOSEN, compile_bn=False, batch=batch),
+           Variant("fp32 + compiled BN", batch=batch),
+           Variant("fp32 + compiled BN, channels_last", channels_last=True, batch=batch),
+           Variant("bf16", precision="bf16", compile_bn=False, batch=batch),
+           Variant(f"fp32, batch {batch // 2}", compile_bn=False, batch=batch // 2),
+           Variant(f"fp32, batch {batch * 4}", compile_bn=False, batch=batch * 4)]
+    if compile_model:
+        out.append(Variant("fp32, compiled model", compile_bn=False, compile_model=True, batch=batch))
+    return out
+
+
+class Stepper:
+    """One variant's model, optimiser and batches; ``run(n)`` takes n training steps through the engine."""
+
+    def __init__(self, v: Variant, model_name: str, size: int, images: torch.Tensor, labels: torch.Tensor,
+                 seed: int = 0):
+        r = config.recipe("finetune")
+        torch.manual_seed(0)  # the same initial head for every variant
+        self.v, self.model = v, transfer_model(model_name, size=size, frozen=False)[0]
+        self.path = (fastpath.accelerate(self.model, compile=v.compile_bn, channels_last=v.channels_last)
+                     if v.fast else None)
+        if v.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.net = torch.compile(self.model) if v.compile_model else self.model
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, weight_decay=r["optimizer"]["weight_decay"])
+        crop_flip = CropFlip(r["augment"]["crop_padding"], r["augment"]["hflip_p"])
+        self.batches = lambda epoch: engine.shuffled_batches(images, labels, seed=seed, epoch=epoch,
+                                                             batch_size=v.batch, augment=crop_flip)
+        self.epoch, self.losses = 0, []
+
+    def run(self, steps: int) -> float:
+        """Seconds for ``steps`` steps (batches drawn afresh each call)."""
+        losses = self.losses
+
+        def counted(epoch: int):
+            for b in itertools.islice(self.batches(epoch), steps):
+                yield b
+
+        plan = engine.Plan(epochs=1, optimizer=self.opt, batches=counted, evaluate=lambda: torch.empty(0),
+                           steps_per_epoch=steps, loss=lambda logits, b: _logged(losses, logits, b))
+        t0 = time.perf_counter()
+        engine.train_one_epoch(self.net, plan, self.epoch, device=CPU, precision=self.v.precision,
+                               channels_last=self.v.channels_last)
+        self.epoch += 1
+        return time.perf_counter() - t0
+
+
+def _logged(losses: list, logits: torch.Tensor, batch) -> torch.Tensor:
+    loss = engine.mixed_cross_entropy(logits, batch)
+    losses.append(loss.item())
+    return loss
+
+
+def speed(args, limits: dict, size: int) -> list[dict]:
+    images, labels = random_images(max(args.batch * 4, BASELINE_BATCH) * 2 * max(args.steps, 2))
+    steppers = [Stepper(v, args.model, size, images, labels) for v in variants(args.batch, args.compile_model)]
+    for s in steppers:  # warm-up: oneDNN primitive caches, allocator, and compilation
+        t0 = time.perf_counter()
+        s.run(2)
+        s.warmup_s = time.perf_counter() - t0
+    rates = {s.v.name: [] for s in steppers}
+    for _ in range(args.rounds):
+        for s in steppers:
+            rates[s.v.name].append(args.steps * s.v.batch / s.run(args.steps))
+    flops = timing.flops_per_example(steppers[0].model.train(), images[:2], backward=True)
+    # bytes a training step moves per image, estimated: every activation written and read once forward,
+    # read again backward with its gradient written and read (3x the forward traffic), at fp32
+    traffic = 3 * activation_bytes(steppers[0].model.eval(), images[:8], bytes_per_value=4)
+    bound = limits["memory_bandwidth"]["gb_per_s"] * 1e9 / traffic
+    base = statistics.median(rates[BASELINE])
+    rows = []
+    for s in steppers:
+        ips = statistics.median(rates[s.v.name])
+        limit_name, limit = limit_for(s.v.precision, limits)
+        rows.append({"variant": s.v.name, "batch": s.v.batch, "precision": s.v.precision,
+                     "images_per_s": ips, "ratio_to_baseline": ips / base,
+                     "fraction_of_matmul_limit": ips * flops / 1e9 / limit if limit else None,
+                     "matmul_limit": limit_name, "fraction_of_memory_bound": ips / bound,
+                     "rounds_images_per_s": [round(r, 1) for r in rates[s.v.name]],
+                     "warmup_s": round(s.warmup_s, 1),
+                     "engine_path": s.path.describe() if s.path else "eager as recorded in the shipped runs"})
+    print(f"{flops / 1e9:.3f} GFLOP per training image (fwd + bwd); memory-traffic bound {bound:,.0f} images/s "
+          f"({traffic / 1e6:.1f} MB per image at {limits['memory_bandwidth']['gb_per_s']:.1f} GB/s)")
+    timing.print_table([{k: r[k] for k in ("variant", "images_per_s", "ratio_to_baseline", "fraction_of_matmul_limit",
+                                           "fraction_of_memory_bound", "warmup_s")} for r in rows])
+    return rows, {"gflop_per_image": flops / 1e9, "traffic_mb_per_image": traffic / 1e6, "memory_bound_images_per_s": bound}
+
+
+def profile_of(args, size: int) -> list[dict]:
+    """Self CPU time per op of the chosen path over a few steps: what the step still spends its time on."""
+    images, labels = random_images(args.batch * 4)
+    s = Stepper(Variant(CHOSEN, compile_bn=False, batch=args.batch), args.model, size, images, labels)
+    s.run(2)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        s.run(min(args.steps, 3))
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    rows = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:12]]
+    timing.print_table(rows)
+    return rows
+
+
+def check_numerics(args, size: int) -> dict:
+    """Losses of the first ``args.check_steps`` steps on real training images, all at the baseline's batch: baseline
+    (seed 0), the fast path's step in fp32 (seed 0: same initial weights, same batches) and the baseline with seed 1's
+    batches (the spread). The recipe's batch and learning rate are recipe choices (searched), not the step's
+    numerics, so they are held at the baseline's here."""
+    train, _ = data.load_profile_data(config.get_profile("full"), args.data_dir)
+    n = args.check_steps * BASELINE_BATCH
+    base = Variant(BASELINE, precision="bf16", channels_last=True, fast=False, compile_bn=False, batch=BASELINE_BATCH)
+    runs_ = {"baseline seed 0": (base, 0), "baseline seed 1": (base, 1),  # the same batches: only the step differs
+             "fast path seed 0": (Variant(CHOSEN, compile_bn=False, batch=BASELINE_BATCH), 0)}
+    curves = {}
+    for name, (v, seed) in runs_.items():
+        s = Stepper(v, args.model, size, train.images[:n], train.labels[:n], seed=seed)
+        s.run(args.check_steps)
+        curves[name] = s.losses
+        print(f"{name}: mean loss of the last 50 steps {np.mean(s.losses[-50:]):.4f}", flush=True)
+
+    def window(c):  # mean loss per 25-step window
+        return [float(np.mean(c[i:i + 25])) for i in range(0, len(c), 25)]
+
+    w = {k: window(c) for k, c in curves.items()}
+    fast_gap = max(abs(a - b) for a, b in zip(w["fast path seed 0"], w["baseline seed 0"]))
+    seed_gap = max(abs(a - b) for a, b in zip(w["baseline seed 1"], w["baseline seed 0"]))
+    verdict = "within" if fast_gap <= seed_gap else "outside"
+    print(f"largest 25-step mean-loss gap: fast path vs baseline {fast_gap:.4f}; seed 1 vs seed 0 {seed_gap:.4f}: "
+          f"the fast path is {verdict} the seed-to-seed spread", flush=True)
+    return {"steps": args.check_steps, "batch": BASELINE_BATCH, "window_means": w, "fast_vs_baseline_max_gap": fast_gap,
+            "seed_spread_max_gap": seed_gap, "within_seed_spread": fast_gap <= seed_gap}
 
 
 def main(argv: list[str] | None = None) -> None:
-    g, r = config.grid("controlled"), config.recipe("finetune")
+    g = config.grid("controlled")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=g["backbone"])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128], help="input sizes, px")
-    ap.add_argument("--fp32-size", type=int, default=g["size"], help="size also timed without autocast (0: none)")
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per measurement, after one warm-up step")
+    ap.add_argument("--size", type=int, default=g["size"], help="input size, px")
+    ap.add_argument("--batch", type=int, default=config.recipe("finetune")["batch_size"])
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per round")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median counts")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--smoke", action="store_true", help="32 px, batch 8, 1 step: checks the script only")
+    ap.add_argument("--compile-model", action="store_true", help="also time torch.compile of the whole network")
+    ap.add_argument("--check-steps", type=int, default=0, help="numerics check over this many steps (0: skip)")
+    ap.add_argument("--data-dir", default=None, help="CIFAR-10 for --check-steps (default: $CIFAR10_DIR, data/)")
+    ap.add_argument("--smoke", action="store_true", help="32 px, batch 8, 1 step, 1 round: checks the script only")
     args = ap.parse_args(argv)
-    batch = r["batch_size"]
+    size = args.size
     if args.smoke:
-        args.sizes, args.fp32_size, args.steps, batch = [32], 32, 1, 8
+        size, args.batch, args.steps, args.rounds = 32, 8, 1, 1
+        args.check_steps = min(args.check_steps, 2)
     torch.set_num_threads(args.threads)
-    runtime.check_machine_load("bench_finetune")
-    n_train = data.NUM_CLASSES * data.FULL_PER_CLASS["train"]
-    n_test = data.NUM_CLASSES * data.FULL_PER_CLASS["test"]
-    budget = r["epochs"] * n_train  # training images of one fine-tuning run
-    print(f"{args.model}, batch {batch}, {args.threads} threads, {runtime.environment()['cpu']}")
-    for size in args.sizes:
-        model, init = transfer_model(args.model, size=size, frozen=False)
-        model.to(memory_format=torch.channels_last)  # as the finetune recipe
-        base = features.time_extraction(model, random_images(min(batch, 64) * args.steps, seed=1)[0],
-                                        precision="bf16", device="cpu")
-        for precision in ("bf16", "fp32") if size == args.fp32_size else ("bf16",):
-            ips = step_rate(model, batch, args.steps, precision)
-            print(f"{size:>4} px ({init} weights)  frozen forward (baseline) {base:7.1f} img/s | fine-tune step "
-                  f"{precision} {ips:6.1f} img/s = {base / ips:4.1f}x the forward's cost | {r['epochs']} epochs x "
-                  f"{n_train:,} images: {budget / ips / 60:5.0f} min (probe features once: "
-                  f"{(n_train + n_test) / base / 60:.1f} min)", flush=True)
+    load_note = runtime.check_machine_load("bench_finetune")
+    limits = timing.machine_limits(quick=args.smoke)
+    print(f"{args.model} at {size} px, batch {args.batch}, {args.threads} threads, {runtime.environment()['cpu']}",
+          flush=True)
+    rows, work = speed(args, limits, size)
+    chosen = next(r for r in rows if r["variant"] == CHOSEN)
+    print(f"\n{CHOSEN}: {chosen['ratio_to_baseline']:.2f}x the baseline. Where its step spends its time:")
+    prof = profile_of(args, size)
+    payload = {"smoke": args.smoke, "model": args.model, "size": size, "batch": args.batch, "threads": args.threads,
+               "steps_per_round": args.steps, "rounds": args.rounds, "chosen": CHOSEN, "variants": rows, "work": work,
+               "profile_of_chosen": prof, "machine_load_note": load_note, "environment": runtime.environment()}
+    if args.check_steps:
+        payload["numerics"] = check_numerics(args, size)
+    path = timing.write_results("finetune_smoke" if args.smoke else "finetune", payload, limits=limits)
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":
