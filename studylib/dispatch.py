@@ -80,22 +80,25 @@ def _grid(profile: str, kw: dict, *, cells: bool, efficiency: bool) -> list["Pen
         _ensure_each(j for cell in finetune.cell_jobs(profile, **kw).values() for j in cell)
     if efficiency:
         _ensure_each(j for cell in finetune.efficiency_jobs(profile, **kw).values() for j in cell)
+    # each cell's rate is searched on its own training-set size: the full-data cells' search, and one per
+    # data-efficiency size
+    sizes = ([None] if cells else []) + (list(g["efficiency_per_class"]) if efficiency else [])
     for init in finetune.INITS:
-        with runs.recording() as search:
-            finetune.lr_search(init, profile, **kw)
-        waits = [_item_id(j.run) for j in search if not j.run.done]
-        if not waits:
-            continue
-        if cells:
-            pending.append(Pending(f"end-to-end cells, {init} init, seeds {list(g['seeds'])}", len(g["seeds"]),
-                                   waits, f"python -m studylib.recipes.finetune --profile {profile} --only finetune "
-                                          f"--inits {init}"))
-        if efficiency:
-            n = len(g["efficiency_per_class"]) * len(g["efficiency_seeds"])
-            pending.append(Pending(f"end-to-end small-data points, {init} init, images per class "
-                                   f"{list(g['efficiency_per_class'])}", n, waits,
-                                   f"python -m studylib.recipes.finetune --profile {profile} --only efficiency "
-                                   f"--inits {init}"))
+        for pc in sizes:
+            with runs.recording() as search:
+                finetune.lr_search(init, profile, per_class=pc, **kw)
+            waits = [_item_id(j.run) for j in search if not j.run.done]
+            if not waits:
+                continue
+            if pc is None:
+                pending.append(Pending(f"end-to-end cells, {init} init, seeds {list(g['seeds'])}", len(g["seeds"]),
+                                       waits, f"python -m studylib.recipes.finetune --profile {profile} --only finetune "
+                                              f"--inits {init}"))
+            else:
+                pending.append(Pending(f"end-to-end small-data points, {init} init, {pc} images per class",
+                                       len(g["efficiency_seeds"]), waits,
+                                       f"python -m studylib.recipes.finetune --profile {profile} --only efficiency "
+                                       f"--inits {init} --per-class {pc}"))
     return pending
 
 

@@ -14,7 +14,7 @@ import time
 import pandas as pd
 import torch
 
-from . import config, engine, models, runtime
+from . import config, engine, fastpath, models, runtime
 from .augment import MixedBatch
 from .models import backbones
 
@@ -61,7 +61,10 @@ def rates(quick: bool = False) -> dict[str, float]:
         "custom_cnn": _time_steps(models.build_model("custom_cnn"), 32, 128, steps),
         "vit_small": _time_steps(models.build_model("vit_small"), 32, 128, steps, channels_last=False),
         "strong": _time_steps(models.build_model("strong_cnn"), 32, 256, steps),
-        "finetune": _time_steps(mnv2.backbone, config.grid("controlled")["size"], 64, steps),
+        # the fine-tuning recipe's step: its precision, on the fast path (contiguous, activations out of place)
+        "finetune": _time_steps(fastpath.accelerate(mnv2).model.backbone, config.grid("controlled")["size"],
+                                config.recipe("finetune")["batch_size"], steps,
+                                precision=config.recipe("finetune")["precision"], channels_last=False),
         "extract224": _time_forward(mnv2.backbone, 224, 32, "bf16"),
         "extract224_fp32": _time_forward(mnv2.backbone, 224, 32, "fp32"),
         # a linear head on 1,323 inputs (3 x 21 x 21), as on a backbone's 1,280 pooled features
@@ -86,6 +89,11 @@ def run_seconds(run, r: dict[str, float]) -> float | None:
         n = n_test if run.name.endswith("-test") else n_train
         rate = r["extract224_fp32" if key.get("precision") == "fp32" else "extract224"]
         return n * (key.get("size", 224) / 224) ** 2 / rate
+    if run.kind == "lbfgs_probe":  # ~8 full-batch L-BFGS fits of ~200 iterations, each a forward and backward
+        # float64 matmul of the training features (1,280 wide, 10 classes) at ~20 GFLOP/s: assumed, not timed here
+        subset = key.get("subset") or {}
+        n = 10 * subset["per_class"] if subset.get("per_class") else n_train
+        return 8 * 200 * n * 1280 * 10 * 4 / 20e9
     rate = r.get(key.get("model")) if run.kind == "scratch" else r.get(RUN_RATES.get(run.kind, ""))
     if not rate:
         return None
@@ -109,7 +117,8 @@ def work(profile: str) -> list[dict]:
     ft = config.recipe("finetune", profile)
     ls = g["lr_search"]
     grid_imgs = (len(g["seeds"]) * 2 * ft["epochs"] * (n_train + EVAL_COST * n_test)
-                 + 2 * len(g["lr_candidates"]) * ls["epochs"] * 10 * ls["train_per_class"]
+                 # each init's search: the starting grid plus one extension, on the training set less validation
+                 + 2 * (len(g["lr_candidates"]) + 1) * ls["epochs"] * n_train * (1 - ls["val_fraction"])
                  + len(g["efficiency_seeds"]) * 2 * sum(ft["epochs"] * 10 * pc + EVAL_COST * n_test
                                                         for pc in g["efficiency_per_class"]))
     points = sum(max(10 * pc, de["min_epoch_images"]) for pc in de["train_per_class"]) * len(de["scratch_seeds"])

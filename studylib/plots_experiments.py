@@ -127,7 +127,7 @@ def controlled_bars(summary: pd.DataFrame, lines: dict[str, float], title: str):
         ax.annotate(f"{label} {y:.1f}%", xy=(1.0, y), xycoords=("axes fraction", "data"), xytext=(4, 0),
                     textcoords="offset points", va="center", fontsize=8, color=f"C{i + 2}")
     ax.set_xticks(np.arange(len(modes)))
-    ax.set_xticklabels({"probe": "frozen + linear head", "finetune": "trained end to end"}.get(m, m) for m in modes)
+    ax.set_xticklabels({"probe": "frozen + linear probe", "finetune": "trained end to end"}.get(m, m) for m in modes)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title)

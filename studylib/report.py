@@ -476,28 +476,39 @@ def grid_summary(grid: pd.DataFrame) -> pd.DataFrame:
     for cell, g in grid.groupby("cell", sort=False):
         s = cell_summary(g.test_acc.tolist(), g.compute_seconds.tolist())
         rows.append({"cell": cell, "training": g.training.iloc[0], "init": g.init.iloc[0], "seeds": s["seeds"],
-                     "test acc mean (%)": 100 * s["mean"], "std (points)": 100 * s["std"] if s["seeds"] > 1 else np.nan,
+                     "test acc mean (%)": 100 * s["mean"], "train acc mean (%)": 100 * g.train_acc.mean(),
+                     "std (points)": 100 * s["std"] if s["seeds"] > 1 else np.nan,
                      "95% interval (%)": f"{100 * s['low']:.2f}–{100 * s['high']:.2f}" if s["seeds"] > 1 else "one seed",
                      "half width (points)": 100 * (s["high"] - s["mean"]) if s["seeds"] > 1 else np.nan,
-                     "learning rate": g.lr.iloc[0], "steps": int(g.steps.iloc[0]),
+                     "learning rate": f"{g.lr.iloc[0]:.0e}" if g.lr.notna().all() else "–",
+                     "L2": ", ".join(sorted({f"{v:.0e}" for v in g.l2.dropna()})) or "–", "steps": int(g.steps.iloc[0]),
                      "compute minutes per run": s["minutes"], "trained on": ", ".join(sorted(set(g.device)))})
     return pd.DataFrame(rows).set_index("cell")
 
 
+PAIRED_COLUMNS = ["comparison", "a", "b", "seeds_a", "seeds_b", "acc_a_mean", "acc_b_mean", "difference", "low", "high",
+                  "interval_method", "seed_low", "seed_high", "seed_interval_method", "n01", "n10", "p_value", "p_min",
+                  "pairs", "mcnemar_method", "test_n", "statement"]
+
+
 def paired_tests(pairs: Sequence[tuple[str, Sequence, str, Sequence]]) -> pd.DataFrame:
     """One row per comparison (name_a, runs_a, name_b, runs_b) whose both sides have finished runs:
-    difference b − a with its 95% interval over seeds and the exact McNemar test on the shared images."""
+    difference b − a with its 95% bootstrap interval (test images and seeds) beside the t interval over seeds,
+    and the exact McNemar tests on the shared images (largest and smallest p over the seed pairs)."""
     rows = []
     for name_a, runs_a, name_b, runs_b in pairs:
         runs_a, runs_b = [r for r in runs_a if r.done], [r for r in runs_b if r.done]
         if runs_a and runs_b:
             c = paired_row(name_a, runs_a, name_b, runs_b)
-            rows.append({k: c[k] for k in ("comparison", "a", "b", "seeds_a", "seeds_b", "acc_a_mean", "acc_b_mean",
-                                           "difference", "low", "high", "interval_method", "n01", "n10", "p_value",
-                                           "mcnemar_method", "test_n")} | {"statement": stats.format_difference(c)})
-    cols = ["comparison", "a", "b", "seeds_a", "seeds_b", "acc_a_mean", "acc_b_mean", "difference", "low", "high",
-            "interval_method", "n01", "n10", "p_value", "mcnemar_method", "test_n", "statement"]
-    return pd.DataFrame(rows, columns=cols)
+            rows.append({k: c[k] for k in PAIRED_COLUMNS if k in c}
+                        | {"pairs": len(c["pair_p_values"]), "statement": stats.format_difference(c)})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def with_holm(tests: pd.DataFrame) -> pd.DataFrame:
+    """``tests`` with ``p_holm``: each row's (largest-pair) McNemar p adjusted by Holm over the whole table,
+    the family of comparisons a reader sees together."""
+    return tests.assign(p_holm=stats.holm(tests.p_value.to_numpy()) if len(tests) else [])
 
 
 def _pct(x: float | None) -> str:
@@ -528,8 +539,7 @@ def bottom_line(s: dict) -> list[str]:
 
     eff, small = s.get("init_effect", {}), s.get("small") or {}
     lines = [
-        f"**Same network, only the initialisation changed** ({s.get('network', '?')} at {s.get('size', '?')} px, "
-        f"{s.get('train_images', 0):,} training images, the same recipe per column):",
+        comparison_line(s),
         f"- **Frozen backbone + linear head**: ImageNet {cell('probe/imagenet')} vs random init {cell('probe/random')}: "
         f"ImageNet minus random: {_diff(eff.get('probe'))}.",
         f"- **Trained end to end**: ImageNet {cell('finetune/imagenet')} vs random init {cell('finetune/random')}: "
@@ -555,6 +565,59 @@ def bottom_line(s: dict) -> list[str]:
     return lines
 
 
+def random_baseline_note(profile: str) -> str:
+    """What the random-init frozen cell measures, from the grid's configuration and the network itself."""
+    from torch import nn
+
+    from .models import backbones
+
+    g = config.grid("controlled", profile)
+    net = backbones.build_transfer(g["backbone"], init=None, size=g["size"])
+    convs = sum(isinstance(m, nn.Conv2d) for m in net.backbone.modules())
+    side = g["size"] // 32  # MobileNetV2's total stride
+    return (f"**What \"random init, frozen\" measures.** A linear probe on the pooled output of an untrained "
+            f"{convs}-convolution network ({net.name}, BatchNorm statistics re-estimated on "
+            f"{g['bn_recalibration_images']:,} training images, no labels) at {g['size']} px, where the last "
+            f"feature map is {side}×{side}: how linearly separable CIFAR-10 stays after {convs} random convolutions, "
+            "not what training from scratch reaches (the end-to-end column measures that). It is a weak baseline "
+            "by construction; the frozen column's gap says how much of ImageNet's value is in the features as they are.")
+
+
+def probe_searches(cell_runs: dict) -> pd.DataFrame:
+    """One row per finished L-BFGS probe of a grid's {cell: [runs]}: the L2 strengths tried with their
+    validation accuracy, the one chosen, whether it is interior, and whether every fit converged."""
+    rows = []
+    for (training, init, *size), rs in cell_runs.items():
+        for r in rs:
+            m = r.metrics
+            if training != "probe" or "l2_search" not in m:
+                continue
+            tried = sorted(m["l2_search"], key=lambda x: x["l2"])
+            rows.append({"init": init, "seed": m["seed"], "training images": m["train_images"],
+                         "L2 tried (validation acc %)": ", ".join(f"{x['l2']:.0e} ({100 * x['val_acc']:.1f})"
+                                                                  for x in tried),
+                         "chosen L2": f"{m['l2']:.0e}", "interior": m["l2_interior"],
+                         "every fit converged": all(x["converged"] for x in tried) and m["fit"]["converged"],
+                         "train acc (%)": 100 * m["train_acc"], "test acc (%)": 100 * m["test_acc"]})
+    return pd.DataFrame(rows)
+
+
+def comparison_line(s: dict) -> str:
+    """What the grid compares, generated from the cells' configs (``s["differences"]``: per column, the
+    words of finetune.describe_differences): network, size, data, budget, how rates were chosen, and every
+    remaining difference between the ImageNet row and the random-init row of each column."""
+    diffs = s.get("differences") or {}
+    column = {"probe": "frozen + linear probe", "finetune": "end to end"}
+    differ = "; ".join(f"{column[c]}: {', '.join(d)}" for c, d in diffs.items() if d) or "not measured"
+    search = s.get("lr_search") or {}
+    how = (f"learning rate chosen per row on a held-out validation split ({search['epochs']}-epoch runs on "
+           f"{search['train_n']:,} images, {search['steps']:,} steps each)" if search.get("train_n") else
+           "learning rate chosen per row on a held-out validation split")
+    return (f"**Same network, ImageNet vs random initialisation** ({s.get('network', '?')} at {s.get('size', '?')} px, "
+            f"{s.get('train_images', 0):,} training images; end to end: {s.get('epochs', '?')} epochs, {how}). "
+            f"What differs between the rows of a column: {differ}.")
+
+
 def _ensure_all(jobs: dict) -> dict:
     """Run ``ensure`` on every job of a {cell: [Job]} dict; the finished runs per cell."""
     return {k: [r for r in (j.ensure() for j in v) if r.done] for k, v in jobs.items()}
@@ -574,8 +637,14 @@ def grid_section(profile: str, *, data_dir=None, device: str = "auto") -> dict:
                           (*cell("probe", "imagenet"), *cell("finetune", "imagenet")),
                           (*cell("probe", "random"), *cell("finetune", "random"))])
     grid = finetune.table(jobs)
-    return {"grid": grid, "summary_table": grid_summary(grid) if len(grid) else grid, "tests": tests, "runs": done,
-            "configs": {f"{t}/{i}": finetune.cell_config(t, i, profile) for t, i in finetune.CELLS},
+    lrs = {i: jobs[("finetune", i)][0].run.key["recipe"]["optimizer"]["lr"] if jobs.get(("finetune", i)) else None
+           for i in finetune.INITS}  # the rates that ran (chosen by each row's search)
+    configs = {f"{t}/{i}": finetune.cell_config(t, i, profile, lr=lrs[i] if t == "finetune" else None)
+               for t, i in finetune.CELLS}
+    return {"grid": grid, "summary_table": grid_summary(grid) if len(grid) else grid, "tests": with_holm(tests),
+            "runs": done, "configs": configs,
+            "differences": {t: finetune.describe_differences(finetune.config_differences(
+                configs[f"{t}/imagenet"], configs[f"{t}/random"])) for t in ("probe", "finetune")},
             "missing": [j.command for v in jobs.values() for j in v if not j.run.done]}
 
 
@@ -613,7 +682,12 @@ def answer_summary(grid: dict, eff: dict, strong: dict | None, profile: str) -> 
     vs = lambda a, b, table: table.get(f"{b} vs {a}")  # noqa: E731
     small = {tr: vs(f"{lab[(tr, 'random')]}, {smallest * 10:,} images", f"{lab[(tr, 'imagenet')]}, {smallest * 10:,} "
                     "images", eff_tests) for tr in ("probe", "finetune")}
-    out = {"network": LABELS[g["backbone"]], "size": g["size"],
+    searches = {i: finetune.lr_search(i, profile, train=False) for i in finetune.INITS}
+    done_search = [x for x in searches.values() if len(x)]
+    out = {"network": LABELS[g["backbone"]], "size": g["size"], "epochs": config.recipe("finetune", profile)["epochs"],
+           "differences": grid.get("differences", {}),
+           "lr_search": {"epochs": int(done_search[0].epochs.iloc[0]), "train_n": int(done_search[0].train_n.iloc[0]),
+                         "steps": int(done_search[0].steps.iloc[0])} if done_search else {},
            "train_images": int(t.train_images.max()) if len(t) else 0, "cells": cells,
            "init_effect": {tr: vs(lab[(tr, "random")], lab[(tr, "imagenet")], tests) for tr in ("probe", "finetune")},
            "small": {"train_images": smallest * 10, **small}}
@@ -792,9 +866,11 @@ def reconciliation(out_dir) -> pd.DataFrame:
         for cell in ("probe", "finetune"):
             sel = [r for r in recs("controlled_grid") if r["init"] == "imagenet" and r["training"] == cell
                    and r.get("model", "mobilenet_v2_float") == key]
-            if sel:
-                add("12 controlled grid", key, f"{sel[0]['size']} px, {'frozen + linear head' if cell == 'probe' else 'fine-tuned end to end'}",
-                    [r["test_acc"] for r in sel], sel[0]["train_images"], 10000)
+            for n in sorted({r["train_images"] for r in sel}, reverse=True):  # one row per training-set size
+                at = [r for r in sel if r["train_images"] == n]
+                add("12 controlled grid", key, f"{at[0]['size']} px, "
+                    f"{'frozen + linear head' if cell == 'probe' else 'fine-tuned end to end'}",
+                    [r["test_acc"] for r in at], n, 10000)
         sel = [r for r in recs("int8") if r["key"] == key and r["Variant"] == "int8 static"]
         add("05 INT8", key, "static INT8 of the backbone (PT2E), whole test split", [r["Accuracy (%)"] / 100 for r in sel],
             50000, sel[0]["Test images"] if sel else 10000)

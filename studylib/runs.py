@@ -422,17 +422,20 @@ def verify_manifest() -> int:
 
 
 # Kinds of runs whose outputs are shipped (machine-specific measurements and caches are not).
-SHIPPED_KINDS = ("scratch", "head", "calibration", "controlled_probe", "finetune", "strong", "robustness", "int8")
+SHIPPED_KINDS = ("scratch", "head", "calibration", "controlled_probe", "lbfgs_probe", "finetune", "strong", "robustness",
+                 "int8")
 
 
 def carries_weights(run: Run) -> bool:
     """Whether a finished run's model weights are shipped: the deployed rows (both scratch recipes at their
-    recipe's seed, the transfer heads) and one seed of each headline extra model (strong recipe, ImageNet
-    fine-tuning) — all on the full training set. Everything else ships metrics and predictions only."""
+    recipe's seed, the transfer heads), one seed of each headline extra model (strong recipe, ImageNet
+    fine-tuning) and the grid's L-BFGS probes — all on the full training set. Everything else ships metrics and predictions only."""
     m, key = run.metrics, run.key
     whole = not (key.get("subset") or {}).get("per_class") and not (key.get("subset") or {}).get("val_fraction")
-    if not whole or run.kind not in ("scratch", "head", "strong", "finetune"):
+    if not whole or run.kind not in ("scratch", "head", "strong", "finetune", "lbfgs_probe"):
         return False
+    if run.kind == "lbfgs_probe":  # 52 KB: every full-data probe of the grid, so each row can be checked
+        return True
     from . import config
     recipe = config.RECIPES.get(m.get("recipe", ""), {})
     if run.kind == "scratch":

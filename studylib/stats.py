@@ -3,12 +3,16 @@
     mcnemar(correct_a, correct_b)              # exact McNemar test on per-image correctness
     seed_interval(accs)                        # mean, std and t-interval of the mean over seeds
     difference_interval(accs_a, accs_b, paired=True)
+    bootstrap_difference(correct_a, correct_b)  # interval over test images and seeds together
+    holm(p_values)                             # Holm-adjusted p-values of a family of tests
     row = compare("scratch", preds_a, "pretrained", preds_b, labels)
-    format_difference(row)                     # "+3.21 points (95% CI 2.80 to 3.62; McNemar p < 0.001)"
+    format_difference(row)                     # "+3.21 points (95% CI 2.80 to 3.62, bootstrap; McNemar p < 0.001)"
 
-Two sources of uncertainty are kept apart: McNemar asks whether two models differ on *these*
-test images (paired, per image); the seed intervals ask how much the accuracy moves between
-training runs (per seed). A finding needs both.
+McNemar asks whether two trained models differ on *these* test images (paired, per image); it runs
+only on pairs of single models (seed-matched, or every seed pair where the seed counts differ), never
+on majority votes (a vote over seeds is an ensemble, and ensembles of unequal size are not alike).
+The interval of a difference resamples both sources of uncertainty at once: the seeds (training
+randomness) and the test images (a finite sample of the distribution), by a paired bootstrap.
 """
 
 from __future__ import annotations
@@ -111,30 +115,56 @@ def difference_interval(a_values: Sequence, b_values: Sequence, paired: bool, co
     return out | {"low": out["difference"] - half, "high": out["difference"] + half, "dof": float(dof)}
 
 
-def majority_vote(predictions: np.ndarray) -> np.ndarray:
-    """Per example (column) the most frequent class id over seeds (rows).
+def bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, *, paired_seeds: bool, resamples: int = 2000,
+                         confidence: float = 0.95, seed: int = 0) -> dict:
+    """Percentile interval of mean accuracy(b) - mean accuracy(a), resampling test images and seeds together.
 
-    Ties go to the lowest class id (np.argmax returns the first maximum), a fixed, reproducible
-    rule rather than a random one.
-    """
-    p = np.asarray(predictions)
-    if p.ndim != 2 or p.size == 0:
-        raise ValueError(f"predictions must be a non-empty 2-D array (seeds x examples), got shape {p.shape}")
-    if not np.issubdtype(p.dtype, np.integer) or p.min() < 0:
-        raise ValueError("predictions must be non-negative integer class ids")
-    counts = np.stack([(p == c).sum(0) for c in range(int(p.max()) + 1)])  # (classes, examples)
-    return counts.argmax(0)
+    ``correct_a``: (seeds_a, images) per-image correctness of each of a's seeds; ``correct_b`` likewise, on the
+    same images in the same order. Each resample draws the test images with replacement (the same draw for both
+    sides: the comparison is paired over images) and the seeds of each side with replacement (with
+    ``paired_seeds``, equal counts, seed i of a with seed i of b: one draw for both). One seed per side still
+    gets an interval: the test-set part alone."""
+    a, b = np.atleast_2d(np.asarray(correct_a, dtype=float)), np.atleast_2d(np.asarray(correct_b, dtype=float))
+    if a.shape[1] != b.shape[1] or a.shape[1] == 0:
+        raise ValueError(f"both sides need the same, non-empty test images: {a.shape[1]} vs {b.shape[1]}")
+    if paired_seeds and len(a) != len(b):
+        raise ValueError(f"paired seeds need equal seed counts: a has {len(a)}, b has {len(b)}")
+    rng = np.random.default_rng(seed)
+    n = a.shape[1]
+    diffs = np.empty(resamples)
+    for i in range(resamples):
+        weights = np.bincount(rng.integers(0, n, n), minlength=n) / n    # images drawn, as weights
+        sa = rng.integers(0, len(a), len(a))
+        sb = sa if paired_seeds else rng.integers(0, len(b), len(b))
+        diffs[i] = (b[sb] @ weights).mean() - (a[sa] @ weights).mean()
+    tail = (1 - confidence) / 2
+    return {"difference": float(b.mean() - a.mean()), "low": float(np.quantile(diffs, tail)),
+            "high": float(np.quantile(diffs, 1 - tail)), "confidence": confidence, "resamples": resamples,
+            "method": f"paired bootstrap over test images and {'matched ' if paired_seeds else ''}seeds "
+                      f"({resamples:,} resamples, percentile)"}
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment (Holm 1979) of a family of p-values: controls the chance of any false
+    rejection at the nominal level; adjusted p_(i) = max over j <= i of min(1, (m - j + 1) p_(j)) in
+    ascending order."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
 
 
 def compare(name_a: str, preds_a: Sequence[np.ndarray], name_b: str, preds_b: Sequence[np.ndarray],
             labels: np.ndarray, confidence: float = 0.95) -> dict:
-    """One comparison row (b vs a) on the same test images: seed interval plus McNemar.
+    """One comparison row (b vs a) on the same test images.
 
-    Equal seed counts: seeds are matched pairwise (paired t interval) and McNemar is run on each
-    pair; the row's p-value is the largest of them, the least significant pair, so a claim holds
-    for every seed pair (conservative). Unequal counts: Welch interval and one McNemar on the
-    majority votes of each side.
-    """
+    McNemar on single models only: with equal seed counts, seed i of a against seed i of b; otherwise every
+    (seed of a, seed of b) pair. The row's p-value is the largest (the least significant pair: a claim
+    holds for every pair), and the range of p over the pairs is kept. The interval resamples test images and
+    seeds together (``bootstrap_difference``); the t interval over seeds alone is kept beside it."""
     y = np.asarray(labels)
     for name, preds in ((name_a, preds_a), (name_b, preds_b)):
         if len(preds) == 0:
@@ -142,24 +172,26 @@ def compare(name_a: str, preds_a: Sequence[np.ndarray], name_b: str, preds_b: Se
         for i, p in enumerate(preds):
             if np.shape(p) != y.shape:
                 raise ValueError(f"{name} seed {i}: {len(np.ravel(p))} predictions but {len(y)} labels")
-    acc_a = [float((np.asarray(p) == y).mean()) for p in preds_a]
-    acc_b = [float((np.asarray(p) == y).mean()) for p in preds_b]
+    correct_a = np.stack([np.asarray(p) == y for p in preds_a])
+    correct_b = np.stack([np.asarray(p) == y for p in preds_b])
+    acc_a, acc_b = correct_a.mean(1).tolist(), correct_b.mean(1).tolist()
     paired = len(preds_a) == len(preds_b)
-    iv = difference_interval(acc_a, acc_b, paired=paired, confidence=confidence)
-    if paired:
-        tests = [mcnemar(np.asarray(pa) == y, np.asarray(pb) == y) for pa, pb in zip(preds_a, preds_b)]
-        chosen = max(tests, key=lambda t: t["p_value"])  # least significant pair
-        method = f"seed-matched pairs (largest p of {len(tests)})"
-    else:
-        chosen = mcnemar(majority_vote(np.stack(preds_a)) == y, majority_vote(np.stack(preds_b)) == y)
-        tests, method = [chosen], "majority vote over seeds"
+    seeds_only = difference_interval(acc_a, acc_b, paired=paired, confidence=confidence)
+    iv = bootstrap_difference(correct_a, correct_b, paired_seeds=paired, confidence=confidence)
+    pairs = (list(zip(range(len(preds_a)), range(len(preds_b)))) if paired
+             else [(i, j) for i in range(len(preds_a)) for j in range(len(preds_b))])
+    tests = [mcnemar(correct_a[i], correct_b[j]) for i, j in pairs]
+    chosen = max(tests, key=lambda t: t["p_value"])  # least significant pair
+    method = (f"seed-matched pairs (largest p of {len(tests)})" if paired
+              else f"every seed pair, {len(preds_a)} x {len(preds_b)} (largest p of {len(tests)})")
     return {"comparison": f"{name_b} vs {name_a}", "a": name_a, "b": name_b,
             "seeds_a": len(preds_a), "seeds_b": len(preds_b), "acc_a": acc_a, "acc_b": acc_b,
             "acc_a_mean": float(np.mean(acc_a)), "acc_b_mean": float(np.mean(acc_b)),
             "difference": iv["difference"], "low": iv["low"], "high": iv["high"], "confidence": confidence,
-            "interval_method": iv["method"], "n01": chosen["n01"], "n10": chosen["n10"],
-            "p_value": chosen["p_value"], "pair_p_values": [t["p_value"] for t in tests],
-            "mcnemar_method": method, "test_n": len(y)}
+            "interval_method": iv["method"], "seed_low": seeds_only["low"], "seed_high": seeds_only["high"],
+            "seed_interval_method": seeds_only["method"], "n01": chosen["n01"], "n10": chosen["n10"],
+            "p_value": chosen["p_value"], "p_min": min(t["p_value"] for t in tests),
+            "pair_p_values": [t["p_value"] for t in tests], "mcnemar_method": method, "test_n": len(y)}
 
 
 def _p_text(p: float) -> str:
@@ -167,20 +199,22 @@ def _p_text(p: float) -> str:
 
 
 def format_difference(row: dict, unit_points: bool = True) -> str:
-    """Human-readable difference, e.g. "+3.21 points (95% CI 2.80 to 3.62; McNemar p < 0.001)".
+    """Human-readable difference, e.g. "+3.21 points (95% CI 2.80 to 3.62, bootstrap; McNemar p < 0.001)".
 
-    Points are percentage points (fraction x 100); with unit_points=False the fractions are shown.
-    Where McNemar ran on the majority votes (unequal seed counts), it says so and gives the votes' own
-    difference, which can differ from the mean difference in size and sign (a vote over seeds is an ensemble).
-    """
+    Points are percentage points (fraction x 100); with unit_points=False the fractions are shown. Where
+    McNemar ran on several seed pairs, the largest p is given, with the range when the pairs disagree."""
     scale, fmt, unit = (100.0, "{:.2f}", " points") if unit_points else (1.0, "{:.4f}", "")
     sign = lambda v: ("+" if v >= 0 else "") + fmt.format(v * scale)  # noqa: E731
     diff = sign(row["difference"])
     p = _p_text(row["p_value"])
-    if str(row.get("mcnemar_method", "")).startswith("majority vote") and row.get("test_n"):
-        p = f"on the seeds' majority votes, {sign((row['n01'] - row['n10']) / row['test_n'])}{unit}: {p}"
+    pairs = row.get("pair_p_values") or []
+    if len(pairs) > 1:
+        low_p = row.get("p_min", min(pairs))
+        p = (f"{p} on each of {len(pairs)} seed pairs" if row["p_value"] < 0.001 else
+             f"{p}, the largest over {len(pairs)} seed pairs (smallest {_p_text(low_p)})")
     if math.isnan(row["low"]) or math.isnan(row["high"]):
-        return f"{diff}{unit} (one seed: no interval; McNemar {p})"
+        return f"{diff}{unit} (no interval; McNemar {p})"
     level = round(100 * row.get("confidence", 0.95))
     low, high = fmt.format(row["low"] * scale), fmt.format(row["high"] * scale)
-    return f"{diff}{unit} ({level}% CI {low} to {high}; McNemar {p})"
+    how = ", bootstrap" if "bootstrap" in str(row.get("interval_method", "")) else ""
+    return f"{diff}{unit} ({level}% CI {low} to {high}{how}; McNemar {p})"

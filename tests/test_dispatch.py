@@ -103,7 +103,7 @@ def test_slurm_submission_renders_arrays_resources_and_dependencies(artifact_roo
     assert len(waves) == 2 and len(subs) == 3
     assert [len(s.commands) for s in subs[:2]] == [len(w) for w in waves]
     assert sorted(i.id for s in subs[:2] for i in s.items) == sorted(i.id for i in plan.items)  # every item, once
-    assert {i.kind for i in waves[0]} == {"features", "finetune"} and {i.kind for i in waves[1]} == {"controlled_probe", "head"}
+    assert {i.kind for i in waves[0]} == {"features", "finetune"} and {i.kind for i in waves[1]} == {"lbfgs_probe", "head"}
     for sub in subs[:2]:
         assert [c[c.index("train") + 1] for c in sub.commands] == [i.id for i in sub.items]
     text = [dispatch.render_sbatch(s, [str(100 + k) for k in s.after], folder=tmp_path / "jobs") for s in subs]

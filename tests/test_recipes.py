@@ -184,6 +184,70 @@ def test_choose_lr_is_best_validation_then_smaller():
     assert finetune.choose_lr(search) == 3e-4 and finetune.choose_lr(pd.DataFrame()) is None
 
 
+def test_lr_choice_detects_a_grid_edge():
+    import pandas as pd
+    lrs = [1e-4, 3e-4, 1e-3, 3e-3]
+    rising = pd.DataFrame({"lr": lrs, "val_acc": [0.196, 0.260, 0.367, 0.407]})  # the old random-init search
+    assert finetune.lr_choice(rising) == {"lr": 3e-3, "interior": False, "edge": "top"}
+    falling = pd.DataFrame({"lr": lrs, "val_acc": [0.9, 0.8, 0.7, 0.6]})
+    assert finetune.lr_choice(falling) == {"lr": 1e-4, "interior": False, "edge": "bottom"}
+    peaked = pd.DataFrame({"lr": lrs[::-1], "val_acc": [0.795, 0.864, 0.823, 0.770]})  # unsorted input
+    assert finetune.lr_choice(peaked) == {"lr": 1e-3, "interior": True, "edge": None}
+    flat_top = pd.DataFrame({"lr": lrs, "val_acc": [0.5, 0.7, 0.7, 0.6]})  # a tie beside the best: not "worse"
+    assert finetune.lr_choice(flat_top) == {"lr": 3e-4, "interior": False, "edge": None}
+
+
+class _FakeSearchRun:
+    def __init__(self, lr, acc):
+        import pandas as pd
+        self.done, self.id = True, f"lr{lr:g}"
+        self.metrics = {"val_acc": acc, "val_n": 10, "train_n": 90, "epochs": 1, "steps": 3, "train_seconds": 1.0,
+                        "device": "cpu"}
+        self._history = pd.DataFrame({"train_acc": [acc + 0.1]})
+
+    def history(self):
+        return self._history
+
+
+def _fake_search(monkeypatch, accuracy):
+    """finetune.lr_search with its runs replaced by ``accuracy(lr)`` (nothing trains); returns the rates asked for."""
+    asked = []
+
+    def fake_job(init, profile, *, lr, **kw):
+        asked.append(lr)
+        run = _FakeSearchRun(lr, accuracy(lr))
+        return type("J", (), {"ensure": lambda self: run, "run": run})()
+
+    monkeypatch.setattr(finetune, "job", fake_job)
+    return asked
+
+
+def test_lr_search_extends_the_grid_until_the_choice_is_interior(monkeypatch):
+    import math
+    peak = 3e-2  # two half-decade steps above the full profile's grid (3e-4, 1e-3, 3e-3)
+    asked = _fake_search(monkeypatch, lambda lr: 1 - abs(math.log10(lr / peak)))
+    search = finetune.lr_search("random", "full")
+    assert asked == pytest.approx([3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]) and list(search.lr) == sorted(asked)
+    assert finetune.lr_choice(search) == {"lr": pytest.approx(3e-2), "interior": True, "edge": None}
+    assert {"train_acc", "steps", "train_n", "val_n"} <= set(search.columns)  # the budget beside every choice
+
+
+def test_next_value_walks_the_half_decade_ladder():
+    from studylib import tuning
+    assert tuning.next_value(3e-3, up=True) == pytest.approx(1e-2)
+    assert tuning.next_value(1e-2, up=True) == pytest.approx(3e-2)
+    assert tuning.next_value(3e-4, up=False) == pytest.approx(1e-4)
+    assert tuning.next_value(1e-4, up=False) == pytest.approx(3e-5)
+
+
+def test_lr_search_stops_at_its_extension_budget_and_says_edge(monkeypatch):
+    asked = _fake_search(monkeypatch, lambda lr: lr)  # always better higher: never interior
+    search = finetune.lr_search("random", "full")
+    g = config.grid("controlled", "full")
+    assert len(asked) == len(g["lr_candidates"]) + g["lr_max_extensions"]
+    assert finetune.lr_choice(search)["edge"] == "top"
+
+
 def test_probe_and_fine_tune_see_the_same_test_images_whatever_their_seeds(real_data_dir):
     """The notebook-10 bug: ``seed`` used to pick the quick profile's subset too, so two models with different
     seeds were tested on different images. Subsets now come from the protocol's subset_seed alone."""
@@ -205,8 +269,10 @@ def test_each_grid_run_names_the_command_that_trains_it(real_data_dir):
     assert cell.endswith("--only finetune --inits imagenet --seeds 1")
     point = finetune.job("random", "quick", seed=2, per_class=10, data_dir=real_data_dir).command
     assert point.endswith("--only efficiency --inits random --seeds 2 --per-class 10")
-    search = finetune.job("imagenet", "quick", seed=0, per_class=10, val_fraction=0.1, data_dir=real_data_dir).command
+    search = finetune.job("imagenet", "quick", seed=0, val_fraction=0.1, data_dir=real_data_dir).command
     assert search.endswith("--only lr --inits imagenet")
+    search = finetune.job("imagenet", "quick", seed=0, per_class=10, val_fraction=0.1, data_dir=real_data_dir).command
+    assert search.endswith("--only lr --inits imagenet --per-class 10")  # the search of that data-efficiency size
     assert finetune._command("full", "random", 3, per_class=100, training="probe").endswith(
         "--only efficiency --inits random --seeds 3 --per-class 100")
     assert finetune._command("full", "random", 3, training="probe").endswith("--only probe --inits random --seeds 3")

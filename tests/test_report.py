@@ -37,12 +37,23 @@ def test_deviations_table_shows_a_new_difference_it_has_no_note_for():
     assert table.loc["new_setting", "study"] == "—" and table.loc["new_setting", "reference code"] == ""
 
 
-def test_controlled_cells_of_a_column_differ_only_in_the_initialisation():
-    for training in ("probe", "finetune"):
-        a = config.flatten(finetune.cell_config(training, "imagenet"))
-        b = config.flatten(finetune.cell_config(training, "random"))
-        assert {k for k in a if a[k] != b.get(k)} == {"init"}
-    assert finetune.cell_config("finetune", "imagenet")["recipe"]["epochs"] == 15
+def test_controlled_cells_differ_in_init_rate_and_batchnorm_and_the_text_names_each():
+    """Everything that differs between the two rows of a column, the chosen learning rate included, is found
+    and named by the generated text; a new difference (here a made-up one) is named too."""
+    probe = finetune.config_differences(finetune.cell_config("probe", "imagenet"), finetune.cell_config("probe", "random"))
+    assert set(probe) == {"init", "batchnorm"}
+    ft_a, ft_b = finetune.cell_config("finetune", "imagenet", lr=1e-3), finetune.cell_config("finetune", "random", lr=1e-2)
+    assert ft_a["recipe"]["optimizer"]["lr"] == 1e-3 and ft_a["recipe"]["epochs"] == 15
+    ft = finetune.config_differences(ft_a, ft_b)
+    assert set(ft) == {"init", "recipe.optimizer.lr"}
+    ft_b["recipe"]["precision"] = "bf16"
+    words = finetune.describe_differences(finetune.config_differences(ft_a, ft_b))
+    assert len(words) == 3 and any("1e-03 vs 1e-02" in w for w in words)
+    assert any(w.startswith("recipe.precision (fp32 vs bf16)") for w in words)
+    line = report.comparison_line({"network": "N", "size": 64, "train_images": 50000, "epochs": 15,
+                                   "differences": {"probe": finetune.describe_differences(probe), "finetune": words}})
+    for w in finetune.describe_differences(probe) + words:
+        assert w in line
 
 
 def test_verdicts_need_seeds_and_a_margin():
@@ -66,11 +77,16 @@ def test_bottom_line_from_a_toy_summary():
          "init_effect": {"probe": _row(0.395, 0.30, 0.49, 1e-9), "finetune": _row(0.05, 0.04, 0.06, 1e-5)},
          "small": {"train_images": 1000, "probe": _row(0.30, 0.2, 0.4), "finetune": _row(0.20, 0.1, 0.3)},
          "strong": report.cell_summary([0.933, 0.935], [1000, 1000]),
-         "strong_vs": {"finetune": _row(0.002, -0.001, 0.005, 0.3), "probe": _row(-0.13, -0.14, -0.12, 1e-9)}}
+         "strong_vs": {"finetune": _row(0.002, -0.001, 0.005, 0.3), "probe": _row(-0.13, -0.14, -0.12, 1e-9)},
+         "epochs": 15, "lr_search": {"epochs": 3, "train_n": 45000, "steps": 1056},
+         "differences": {"probe": ["the initialisation (imagenet vs random)"],
+                         "finetune": ["the initialisation (imagenet vs random)", "the learning rate (1e-03 vs 1e-02)"]}}
     lines = report.bottom_line(s)
     assert 5 <= len(lines) <= 8
     text = "\n".join(lines)
-    assert "MobileNetV2 (float weights) at 64 px, 50,000 training images" in text
+    assert "MobileNetV2 (float weights) at 64 px, 50,000 training images; end to end: 15 epochs" in text
+    assert "3-epoch runs on 45,000 images, 1,056 steps each" in text
+    assert "end to end: the initialisation (imagenet vs random), the learning rate (1e-03 vs 1e-02)" in text
     assert "ImageNet 80.50% (2 seeds) vs random init 41.00% (2 seeds)" in text
     assert "+39.50 points (95% CI 30.00 to 49.00; McNemar p < 0.001)" in text
     assert "With 1,000 labelled images" in text and "+20.00 points" in text
@@ -214,3 +230,27 @@ def test_report_helpers_leave_nothing_for_a_cell_to_show(tmp_path):
 
     assert report.write_csv(tmp_path, "t", pd.DataFrame({"a": [1]})) is None and (tmp_path / "t.csv").exists()
     assert plots.per_class_bars(pd.DataFrame(index=pd.Index(["cat"], name="class")), "t") is None
+
+
+def test_reconciliation_keeps_one_row_per_training_set_size(tmp_path):
+    """The controlled-grid file holds the full-data cells and the data-efficiency points; their accuracies
+    must never be pooled into one "50,000 images" row."""
+    rows = [{"training": "probe", "init": "imagenet", "model": "mobilenet_v2_float", "size": 64, "train_images": n,
+             "test_acc": acc} for n, acc in ((50000, 0.75), (50000, 0.74), (1000, 0.65), (5000, 0.70), (5000, 0.71))]
+    report.write_csv(tmp_path, "controlled_grid", pd.DataFrame(rows))
+    recon = report.reconciliation(tmp_path)
+    grid = recon[recon["where"] == "12 controlled grid"].set_index("training images")
+    assert sorted(grid.index) == [1000, 5000, 50000]
+    assert grid.loc[50000, "seeds"] == 2 and grid.loc[50000, "test acc (%)"] == pytest.approx(74.5)
+    assert grid.loc[5000, "test acc (%)"] == pytest.approx(70.5) and grid.loc[1000, "seeds"] == 1
+
+
+def test_grid_summary_prints_rates_in_scientific_notation():
+    t = pd.DataFrame([{"cell": "c", "training": "finetune", "init": "random", "test_acc": 0.85, "train_acc": 0.9,
+                       "compute_seconds": 60.0, "lr": 1e-3, "l2": None, "steps": 100, "device": "cpu"},
+                      {"cell": "c", "training": "finetune", "init": "random", "test_acc": 0.86, "train_acc": 0.91,
+                       "compute_seconds": 60.0, "lr": 1e-3, "l2": None, "steps": 100, "device": "cpu"}])
+    summary = report.grid_summary(t)
+    assert summary.loc["c", "learning rate"] == "1e-03" and summary.loc["c", "L2"] == "–"
+    assert summary.round(2).loc["c", "learning rate"] == "1e-03"   # the notebook rounds the table: the rate survives
+    assert summary.loc["c", "train acc mean (%)"] == pytest.approx(90.5)

@@ -126,22 +126,43 @@ def test_difference_interval_too_few_seeds_and_errors():
         stats.difference_interval([1, 2, 3], [1, 2], paired=True)
 
 
-# ---------------------------------------------------------------- majority vote
+# ---------------------------------------------------------------- bootstrap / Holm
 
-def test_majority_vote():
-    preds = np.array([[0, 1, 2, 3], [0, 2, 2, 1], [1, 2, 0, 3]])
-    np.testing.assert_array_equal(stats.majority_vote(preds), [0, 2, 2, 3])
+def test_bootstrap_recovers_the_binomial_interval_of_a_known_difference():
+    """One seed per side, 2,000 images: a right on 1,000, b right on the same 1,000 plus 200 more. The
+    difference is +0.10 and its paired standard error sqrt(p_disc / n) = sqrt(0.1 / 2000) = 0.00707; the
+    bootstrap's 95% interval must match +-1.96 of it."""
+    a = np.zeros(2000, bool)
+    a[:1000] = True
+    b = a.copy()
+    b[1000:1200] = True
+    iv = stats.bootstrap_difference(a[None], b[None], paired_seeds=True, resamples=4000, seed=1)
+    se = math.sqrt(0.1 * 0.9 / 2000)
+    assert iv["difference"] == pytest.approx(0.10)
+    assert iv["low"] == pytest.approx(0.10 - 1.96 * se, abs=0.0015)
+    assert iv["high"] == pytest.approx(0.10 + 1.96 * se, abs=0.0015)
+    assert "bootstrap" in iv["method"]
 
 
-def test_majority_vote_ties_go_to_lowest_class():
-    preds = np.array([[2, 5, 9], [1, 3, 4], [7, 8, 6]])  # every column a three-way tie
-    np.testing.assert_array_equal(stats.majority_vote(preds), [1, 3, 4])
-    np.testing.assert_array_equal(stats.majority_vote(np.array([[2, 5], [1, 3]])), [1, 3])
+def test_bootstrap_widens_with_seed_spread():
+    """Seeds that disagree add their spread to the test-set part: the interval of sides whose seeds differ
+    by 10 points is wider than that of identical seeds."""
+    rng = np.random.default_rng(0)
+    base = rng.random(4000) < 0.6
+    same = np.stack([base, base, base])
+    spread = np.stack([rng.random(4000) < p for p in (0.5, 0.6, 0.7)])
+    narrow = stats.bootstrap_difference(same, same, paired_seeds=False, seed=0)
+    wide = stats.bootstrap_difference(same, spread, paired_seeds=False, seed=0)
+    assert wide["high"] - wide["low"] > 2 * (narrow["high"] - narrow["low"])
+    with pytest.raises(ValueError, match="equal seed counts"):
+        stats.bootstrap_difference(same, spread[:2], paired_seeds=True)
 
 
-def test_majority_vote_rejects_1d():
-    with pytest.raises(ValueError, match="2-D"):
-        stats.majority_vote(np.array([1, 2, 3]))
+def test_holm_adjusts_a_family():
+    # sorted p: 0.01 * 4, 0.02 * 3 = 0.06, 0.03 * 2 = 0.06, 0.5 * 1; order restored, monotone, capped at 1
+    np.testing.assert_allclose(stats.holm([0.03, 0.01, 0.5, 0.02]), [0.06, 0.04, 0.5, 0.06])
+    np.testing.assert_allclose(stats.holm([0.4, 0.5]), [0.8, 0.8])
+    np.testing.assert_allclose(stats.holm([0.9, 0.6]), [1.0, 1.0])
 
 
 # ---------------------------------------------------------------- compare / format
@@ -166,29 +187,42 @@ def test_compare_seed_matched_reports_largest_p():
     row = stats.compare("scratch", [a1, a2], "pretrained", [b1, b2], LABELS)
     assert row["comparison"] == "pretrained vs scratch"
     assert row["mcnemar_method"] == "seed-matched pairs (largest p of 2)"
-    assert row["interval_method"] == "paired t over seeds"
+    assert row["interval_method"].startswith("paired bootstrap over test images and matched seeds")
+    assert row["seed_interval_method"] == "paired t over seeds"
     assert row["acc_a"] == pytest.approx([0.70, 0.75]) and row["acc_b"] == pytest.approx([0.30, 0.25])
     assert row["pair_p_values"] == pytest.approx([0.021484375, 0.012939453125])
-    assert row["p_value"] == pytest.approx(0.021484375)
+    assert row["p_value"] == pytest.approx(0.021484375) and row["p_min"] == pytest.approx(0.012939453125)
     assert (row["n01"], row["n10"]) == (1, 9)  # counts of the pair that gave the p-value
     # per-seed differences -0.40, -0.50: mean -0.45, std 0.1/sqrt(2), half = t_{.975,1} * 0.05
     assert row["difference"] == pytest.approx(-0.45)
-    assert (row["low"], row["high"]) == pytest.approx((-0.45 - T975[1] * 0.05, -0.45 + T975[1] * 0.05))
+    assert (row["seed_low"], row["seed_high"]) == pytest.approx((-0.45 - T975[1] * 0.05, -0.45 + T975[1] * 0.05))
+    assert row["low"] < -0.45 < row["high"] < 0  # 20 images: the test-set part dominates, still clearly negative
     assert (row["seeds_a"], row["seeds_b"], row["test_n"]) == (2, 2, 20)
 
 
-def test_compare_unequal_seeds_uses_majority_vote():
-    a1, b1 = _pair(n00=3, n01=4, n10=1, n11=12)
-    a_other = _preds(np.zeros(20))                 # outvoted by the two copies of a1
-    row = stats.compare("A", [a1, a1, a_other], "B", [b1], LABELS)
-    assert row["mcnemar_method"] == "majority vote over seeds"
-    assert row["interval_method"] == "Welch t over seeds"
-    assert (row["n01"], row["n10"]) == (4, 1) and row["p_value"] == pytest.approx(0.375)
-    assert math.isnan(row["low"]) and math.isnan(row["high"])  # B has one seed
-    assert row["acc_a_mean"] == pytest.approx((0.65 + 0.65 + 0.0) / 3)
-    # the vote's own difference beside the mean one: B's vote wins 4, loses 1 of 20 -> +15 points
-    assert stats.format_difference(row).endswith(
-        "(one seed: no interval; McNemar on the seeds' majority votes, +15.00 points: p = 0.375)")
+def test_compare_unequal_seeds_tests_every_seed_pair_never_a_vote():
+    a1, b1 = _pair(n00=3, n01=4, n10=1, n11=12)   # p = 0.375
+    a2, _ = _pair(n00=7, n01=0, n10=0, n11=13)    # a2 right on 13 images; b1 right on 16 of 20
+    row = stats.compare("A", [a1, a1, a2], "B", [b1], LABELS)
+    assert row["mcnemar_method"] == "every seed pair, 3 x 1 (largest p of 3)"
+    assert len(row["pair_p_values"]) == 3 and row["pair_p_values"][:2] == pytest.approx([0.375, 0.375])
+    assert row["p_value"] == max(row["pair_p_values"]) and row["p_min"] == min(row["pair_p_values"])
+    assert row["seed_interval_method"] == "Welch t over seeds"
+    assert math.isnan(row["seed_low"])          # B has one seed: no t interval over seeds
+    assert not math.isnan(row["low"])           # the bootstrap still has the test-set part
+    text = stats.format_difference(row)
+    assert "bootstrap" in text and "largest over 3 seed pairs" in text and "majority" not in text
+
+
+def test_every_pair_p_range_on_a_toy_with_unequal_seed_counts():
+    """2 seeds against 3: six McNemar tests, one per (a seed, b seed) pair, each on single models."""
+    y = LABELS
+    a = [_preds(np.arange(20) < k) for k in (10, 12)]
+    b = [_preds(np.arange(20) < k) for k in (15, 18, 20)]
+    row = stats.compare("a", a, "b", b, y)
+    expected = [stats.mcnemar(np.arange(20) < i, np.arange(20) < j)["p_value"] for i in (10, 12) for j in (15, 18, 20)]
+    assert row["pair_p_values"] == pytest.approx(expected)
+    assert row["p_value"] == pytest.approx(max(expected)) and row["p_min"] == pytest.approx(min(expected))
 
 
 def test_compare_rejects_length_mismatch():
@@ -204,4 +238,10 @@ def test_format_difference():
     assert stats.format_difference(row, unit_points=False) == \
         "-0.0050 (95% CI -0.0120 to 0.0020; McNemar p = 0.0215)"
     row = {"difference": 0.0321, "low": math.nan, "high": math.nan, "p_value": 1.0}
-    assert stats.format_difference(row) == "+3.21 points (one seed: no interval; McNemar p = 1.00)"
+    assert stats.format_difference(row) == "+3.21 points (no interval; McNemar p = 1.00)"
+    row = {"difference": -0.0028, "low": -0.0078, "high": 0.0021, "p_value": 0.71, "p_min": 0.11,
+           "pair_p_values": [0.11, 0.71, 0.3], "interval_method": "paired bootstrap over test images and seeds"}
+    assert stats.format_difference(row) == ("-0.28 points (95% CI -0.78 to 0.21, bootstrap; McNemar p = 0.710, "
+                                            "the largest over 3 seed pairs (smallest p = 0.110))")
+    row |= {"p_value": 1e-5, "p_min": 1e-9}
+    assert stats.format_difference(row).endswith("McNemar p < 0.001 on each of 3 seed pairs)")

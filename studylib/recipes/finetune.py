@@ -2,17 +2,18 @@
 initialisation, frozen (linear probe) vs trained end to end — the design of Kornblith, Shlens & Le,
 "Do Better ImageNet Models Transfer Better?" (CVPR 2019).
 
-    | init \\ training | frozen backbone + linear head | trained end to end        |
-    | ImageNet         | probe  (recipe "head")        | fine-tune ("finetune")    |
-    | random           | random-features probe         | trained from scratch      |
+    | init \\ training | frozen backbone + linear probe     | trained end to end          |
+    | ImageNet         | L-BFGS probe ("lbfgs_probe")       | fine-tune ("finetune")      |
+    | random           | random-features probe              | trained from scratch        |
 
-Within a column both rows share the recipe (optimiser, schedule, 15 epochs, batch, augmentation,
-precision); only the initialisation differs (``cell_config``; tests/test_report.py). The
-end-to-end column's learning rate is chosen per row by the same procedure: short runs on a
-stratified subset, scored on a validation split held out of the training images — never the test
-set (``choose_lr``). BatchNorm: probe cells keep it in eval mode (ImageNet statistics; the random
-backbone's statistics re-estimated on training images, ``heads.random_init_backbone``); end-to-end
-cells train it. Grid values: ``config.EXPERIMENTS["controlled"]``.
+Within a column both rows share the recipe (end to end: optimiser, schedule, 15 epochs, batch, augmentation,
+precision; frozen: the probe protocol, ``recipes/linear_probe.py``). Both rows are tuned by the same rule
+(``tuning``): the end-to-end learning rate by ``lr_search`` on the cell's own training images, the probe's L2
+strength inside each probe run, each scored on a validation split held out of the training images (never the
+test set) from a log grid extended until the choice is interior. What still differs between the rows of a
+column (the initialisation, the rate each search chose, BatchNorm statistics in the frozen column: ImageNet's,
+or re-estimated on training images by ``heads.random_init_backbone``) is listed by ``config_differences`` and
+named in the bottom line. Grid values: ``config.EXPERIMENTS["controlled"]``.
 
     python -m studylib.recipes.finetune --profile full            # the whole grid, in order
 """
@@ -25,33 +26,51 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import augment, config, data, engine, runs, runtime
+from .. import augment, config, data, engine, fastpath, runs, runtime, tuning
 from ..models import backbones
-from . import heads
+from . import heads, linear_probe
 
 INITS = ("imagenet", "random")
 CELLS = (("probe", "imagenet"), ("probe", "random"), ("finetune", "imagenet"), ("finetune", "random"))
-CELL_LABELS = {("probe", "imagenet"): "ImageNet init, frozen + linear head",
-               ("probe", "random"): "random init, frozen + linear head",
+CELL_LABELS = {("probe", "imagenet"): "ImageNet init, frozen + linear probe",
+               ("probe", "random"): "random init, frozen + linear probe",
                ("finetune", "imagenet"): "ImageNet init, fine-tuned end to end",
                ("finetune", "random"): "random init, trained end to end (from scratch)"}
 
 
-def cell_config(training: str, init: str, profile: str = "full") -> dict:
-    """Everything that defines a grid cell: the column's recipe, the network, size and the procedure
-    that picks its learning rate. Two cells of a column differ in ``init`` alone."""
+def cell_config(training: str, init: str, profile: str = "full", *, lr: float | None = None) -> dict:
+    """Everything that defines a grid cell: the column's recipe (with ``lr``, the rate that ran, for an
+    end-to-end cell), the network, size, BatchNorm handling and the procedure that picks the rate. What
+    differs between the two cells of a column is ``config_differences``, and the bottom line names it."""
     if (training, init) not in CELLS:
         raise KeyError(f"unknown cell {(training, init)}; cells: {CELLS}")
     g = config.grid("controlled", profile)
     out = {"training": training, "init": init, "backbone": g["backbone"], "size": g["size"]}
     if training == "probe":
-        out["recipe"] = config.recipe("head", profile)
-        out["batchnorm"] = "eval (statistics of the initialisation: ImageNet's, or re-estimated on training images)"
-        out["bn_recalibration_images"] = g["bn_recalibration_images"]
+        out["recipe"] = config.recipe("lbfgs_probe", profile)
+        out["batchnorm"] = ("eval, ImageNet's statistics" if init == "imagenet" else
+                            f"eval, statistics re-estimated on {g['bn_recalibration_images']:,} training images")
     else:
-        out["recipe"] = config.recipe("finetune", profile)
-        out["lr_selection"] = {"candidates": g["lr_candidates"], **g["lr_search"]}
+        out["recipe"] = config.recipe("finetune", profile, **({} if lr is None else {"optimizer": {"lr": float(lr)}}))
+        out["batchnorm"] = "train (batch statistics; running statistics and affine parameters updated)"
+        out["lr_selection"] = {"start_grid": g["lr_candidates"], "max_extensions": g["lr_max_extensions"],
+                               **g["lr_search"]}
     return out
+
+
+def config_differences(a: dict, b: dict) -> dict[str, tuple]:
+    """{flattened key: (value in a, value in b)} for every setting where two cell configs differ."""
+    fa, fb = config.flatten(a), config.flatten(b)
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+
+
+def describe_differences(diffs: dict[str, tuple]) -> list[str]:
+    """Each difference of ``config_differences`` (ImageNet cell first, random second) in words."""
+    words = {"init": lambda a, b: f"the initialisation ({a} vs {b})",
+             "recipe.optimizer.lr": lambda a, b: f"the learning rate ({a:.0e} vs {b:.0e}, each chosen by the same "
+                                                 "validation search)",
+             "batchnorm": lambda a, b: f"BatchNorm ({a} vs {b})"}
+    return [words.get(k, lambda a, b: f"{k} ({a} vs {b})")(a, b) for k, (a, b) in diffs.items()]
 
 
 # ---------------------------------------------------------------------------------------
@@ -96,9 +115,12 @@ def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float 
         dev = runtime.resolve_device(device)
         torch.manual_seed(r["seed"])  # random backbone (random init) and head initialisation
         model = backbones.build_transfer(backbone, init=init, size=size, frozen=False).to(dev)
-        model.to(memory_format=torch.channels_last)
+        path = fastpath.accelerate(model)  # speed only (benchmarks/bench_finetune.py): not in the key
         crop_flip = augment.CropFlip(r["augment"]["crop_padding"], r["augment"]["hflip_p"])
         opt = torch.optim.Adam(model.parameters(), lr=r["optimizer"]["lr"], weight_decay=r["optimizer"]["weight_decay"])
+        meta = {"model": backbone, "recipe": "finetune", "init": init, "seed": r["seed"], "size": size,
+                "lr": r["optimizer"]["lr"], "train_images": len(fit_split), "weights": model.provenance,
+                "strategy": CELL_LABELS[("finetune", init)]}
         plan = engine.Plan(
             epochs=r["epochs"], optimizer=opt,
             scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=r["epochs"]),
@@ -106,17 +128,14 @@ def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float 
                                                           epoch=epoch, batch_size=r["batch_size"], augment=crop_flip,
                                                           drop_last=r["drop_last"]),
             steps_per_epoch=engine.steps_per_epoch(len(fit_split), r["batch_size"], r["drop_last"]),
-            evaluate=lambda: engine.batched_logits(model, eval_split.images, device=dev, precision=r["precision"],
-                                                   channels_last=True),
-            final_evaluate=lambda: engine.batched_logits(model, eval_split.images, device=dev, precision="fp32",
-                                                         channels_last=True),
+            evaluate=lambda: engine.batched_logits(model, eval_split.images, device=dev, precision=r["precision"]),
+            final_evaluate=lambda: engine.batched_logits(model, eval_split.images, device=dev, precision="fp32"),
             # per-epoch test accuracy only where evaluating costs less than the epoch's training
             eval_every_epoch=len(fit_split) >= len(eval_split),
-            meta={"model": backbone, "recipe": "finetune", "init": init, "seed": r["seed"], "size": size,
-                  "lr": r["optimizer"]["lr"], "train_images": len(fit_split), "weights": model.provenance,
-                  "strategy": CELL_LABELS[("finetune", init)]})
+            # the engine path as it ran (a compile that failed on the first step fell back to eager)
+            finalize=lambda: meta.update(engine_path=path.describe()), meta=meta)
         engine.fit(run, model, plan, test_labels=eval_split.labels, train_n=len(fit_split), device=device,
-                   precision=r["precision"], channels_last=True, progress=progress, eval_name=eval_name)
+                   precision=r["precision"], progress=progress, eval_name=eval_name)
 
     return runs.Job(run, fit, _command(profile, init, r["seed"], per_class=per_class, lr_search=val_idx is not None))
 
@@ -127,7 +146,7 @@ def _command(profile: str, init: str, seed: int, *, per_class: int | None = None
     search) or a data-efficiency point (``per_class``)."""
     base = f"python -m studylib.recipes.finetune --profile {profile}"
     if lr_search:
-        return f"{base} --only lr --inits {init}"
+        return f"{base} --only lr --inits {init}" + (f" --per-class {per_class}" if per_class is not None else "")
     if per_class is not None:
         return f"{base} --only efficiency --inits {init} --seeds {seed} --per-class {per_class}"
     return f"{base} --only {training} --inits {init} --seeds {seed}"
@@ -142,57 +161,60 @@ def load(run: runs.Run) -> backbones.TransferNet:
     return model.eval().use_channels_last()  # as its recorded test pass ran
 
 
-def lr_search(init: str, profile: str = "full", *, data_dir=None, device: str = "auto", train: bool = True) -> pd.DataFrame:
-    """Validation accuracy of each candidate learning rate for the end-to-end row ``init`` (short runs on
-    a stratified subset; the validation split is held out of the training images)."""
+def lr_search(init: str, profile: str = "full", *, per_class: int | None = None, data_dir=None, device: str = "auto",
+              train: bool = True) -> pd.DataFrame:
+    """Validation accuracy of each learning rate tried for the end-to-end row ``init`` on ``per_class`` images per
+    class (None: the whole training set), the cell's own training-set size: short runs (``lr_search``'s epochs)
+    on that set minus a stratified validation split held out of it (never the test set). The grid starts at
+    ``lr_candidates`` and grows by ``tuning.extend_until_interior``'s rule (at most ``lr_max_extensions``
+    values added). ``train=False``: only the finished runs (the search as far as it has run)."""
     g = config.grid("controlled", profile)
     s = g["lr_search"]
-    rows = []
-    for lr in g["lr_candidates"]:
-        j = job(init, profile, seed=s["seed"], lr=lr, per_class=s["train_per_class"], val_fraction=s["val_fraction"],
+
+    def measure(lr: float) -> dict | None:
+        j = job(init, profile, seed=s["seed"], lr=lr, per_class=per_class, val_fraction=s["val_fraction"],
                 epochs=s["epochs"], data_dir=data_dir, device=device, progress=False)
         run = j.ensure() if train else j.run
-        if run.done:
-            m = run.metrics
-            rows.append({"init": init, "lr": lr, "val_acc": m["val_acc"], "val_n": m["val_n"], "train_n": m["train_n"],
-                         "epochs": m["epochs"], "train_seconds": m["train_seconds"], "device": m["device"]})
-    return pd.DataFrame(rows)
+        if not run.done:
+            return None
+        m = run.metrics
+        return {"init": init, "val_acc": m["val_acc"], "train_acc": float(run.history().iloc[-1]["train_acc"]),
+                "val_n": m["val_n"], "train_n": m["train_n"], "epochs": m["epochs"], "steps": m["steps"],
+                "train_seconds": m["train_seconds"], "device": m["device"], "run": run.id}
+
+    return tuning.extend_until_interior(g["lr_candidates"], measure, column="lr",
+                                        max_extensions=g["lr_max_extensions"]).reindex(columns=LR_COLUMNS)
+
+
+LR_COLUMNS = ["init", "lr", "val_acc", "train_acc", "val_n", "train_n", "epochs", "steps", "train_seconds", "device",
+              "run"]
+
+
+def lr_choice(search: pd.DataFrame) -> dict:
+    """The chosen rate of a search and whether it is interior (``tuning.choice``)."""
+    return tuning.choice(search, "lr")
 
 
 def choose_lr(search: pd.DataFrame) -> float | None:
-    """The candidate with the best validation accuracy (the smaller rate on a tie); None when not searched."""
-    if search.empty:
-        return None
-    best = search.sort_values(["val_acc", "lr"], ascending=[False, True]).iloc[0]
-    return float(best.lr)
+    """The chosen learning rate of a search (``lr_choice``); None when nothing was searched."""
+    return lr_choice(search)["lr"]
 
 
 # ---------------------------------------------------------------------------------------
 # The grid
 # ---------------------------------------------------------------------------------------
-def probe_features(init: str, profile: str, seed: int, *, data_dir=None, device: str = "auto") -> heads.Features:
-    g = config.grid("controlled", profile)
-    model = None
-    if init == "random":
-        cfg = config.get_profile(profile)
-        train, _ = data.load_profile_data(cfg, data_dir)
-        n = min(g["bn_recalibration_images"], len(train))
-        bn_idx = torch.as_tensor(np.sort(np.random.default_rng(cfg["subset_seed"]).permutation(len(train))[:n]))
-        model = heads.random_init_backbone(g["backbone"], size=g["size"], seed=seed, bn_images=train.images[bn_idx],
-                                           profile=profile)
-    return heads.features_of(g["backbone"], profile, size=g["size"], model=model, data_dir=data_dir, device=device,
-                             progress=False)
-
-
 def probe_job(init: str, profile: str, seed: int, *, per_class: int | None = None, data_dir=None,
               device: str = "auto") -> runs.Job:
-    """A probe cell: the "head" recipe on frozen features (random init: a fresh random backbone per seed);
-    ``per_class``: on a stratified training subset (the data-efficiency pair)."""
-    feats = probe_features(init, profile, seed, data_dir=data_dir, device=device)
-    j = heads.head_job(feats, "head", profile, seed=seed, per_class=per_class, device=device, progress=False,
-                       kind="controlled_probe")
-    j.command = _command(profile, init, seed, per_class=per_class, training="probe")
-    return j
+    """A probe cell: the L-BFGS linear probe (``linear_probe``) on frozen fp32 features (random init: a fresh
+    random backbone per seed); ``per_class``: on a stratified training subset (the data-efficiency pair)."""
+    return linear_probe.probe_job(init, profile, seed, per_class=per_class, data_dir=data_dir, device=device,
+                                  strategy=CELL_LABELS[("probe", init)])
+
+
+def probe_seeds(init: str, seeds) -> tuple:
+    """The seeds a probe cell runs: each a fresh random backbone for random init; ImageNet features and a
+    convex fit do not depend on the seed, so its cell runs once (its seeds would be copies)."""
+    return tuple(seeds) if init == "random" else tuple(seeds)[:1]
 
 
 def cell_jobs(profile: str = "full", *, data_dir=None, device: str = "auto", train: bool = True) -> dict:
@@ -201,7 +223,8 @@ def cell_jobs(profile: str = "full", *, data_dir=None, device: str = "auto", tra
     g = config.grid("controlled", profile)
     out = {}
     for init in INITS:
-        out[("probe", init)] = [probe_job(init, profile, s, data_dir=data_dir, device=device) for s in g["probe_seeds"]]
+        out[("probe", init)] = [probe_job(init, profile, s, data_dir=data_dir, device=device)
+                                for s in probe_seeds(init, g["probe_seeds"])]
     for init in INITS:
         lr = choose_lr(lr_search(init, profile, data_dir=data_dir, device=device, train=train))
         out[("finetune", init)] = [] if lr is None else [
@@ -212,27 +235,37 @@ def cell_jobs(profile: str = "full", *, data_dir=None, device: str = "auto", tra
 def efficiency_jobs(profile: str = "full", *, data_dir=None, device: str = "auto", train: bool = True) -> dict:
     """Both columns' pairs (ImageNet vs random init) on stratified subsets (notebook 09), by cell:
     {(training, init, images per class): [Job per seed]}. Every point trains its recipe's 15 epochs over
-    its subset (the end-to-end cells at their row's chosen learning rate); step counts are recorded."""
+    its subset, the end-to-end cells at the learning rate searched on that subset (``lr_search(per_class=)``;
+    a size whose search has not run is absent); step counts are recorded."""
     g = config.grid("controlled", profile)
     out = {}
     for init in INITS:
         for pc in g["efficiency_per_class"]:
             out[("probe", init, pc)] = [probe_job(init, profile, s, per_class=pc, data_dir=data_dir, device=device)
-                                        for s in g["efficiency_seeds"]]
-        lr = choose_lr(lr_search(init, profile, data_dir=data_dir, device=device, train=train))
-        for pc in g["efficiency_per_class"] if lr is not None else ():
-            out[("finetune", init, pc)] = [job(init, profile, seed=s, lr=lr, per_class=pc, data_dir=data_dir,
-                                               device=device) for s in g["efficiency_seeds"]]
+                                        for s in probe_seeds(init, g["efficiency_seeds"])]
+        for pc in g["efficiency_per_class"]:
+            lr = choose_lr(lr_search(init, profile, per_class=pc, data_dir=data_dir, device=device, train=train))
+            if lr is not None:
+                out[("finetune", init, pc)] = [job(init, profile, seed=s, lr=lr, per_class=pc, data_dir=data_dir,
+                                                   device=device) for s in g["efficiency_seeds"]]
     return out
 
 
-TABLE_COLUMNS = ["training", "init", "cell", "model", "seed", "test_acc", "test_n", "train_images", "size", "lr", "epochs",
-                 "steps", "train_seconds", "compute_seconds", "device", "run", "source"]
+TABLE_COLUMNS = ["training", "init", "cell", "model", "seed", "test_acc", "train_acc", "test_n", "train_images", "size",
+                 "lr", "l2", "epochs", "steps", "train_seconds", "compute_seconds", "device", "run", "source"]
+
+
+def train_accuracy(run: runs.Run) -> float:
+    """A finished cell's training accuracy: a probe's on all its training images (recorded); an end-to-end
+    run's over its last epoch (the running accuracy on the augmented batches as they trained)."""
+    m = run.metrics
+    return float(m["train_acc"]) if "train_acc" in m else float(run.history().iloc[-1]["train_acc"])
 
 
 def table(jobs: dict) -> pd.DataFrame:
-    """One row per finished cell x seed: accuracy, compute seconds, device, learning rate, steps (the same
-    columns when nothing has finished, so readers can select them)."""
+    """One row per finished cell x seed: test and training accuracy, compute seconds, device, learning rate
+    (end to end) or L2 strength (probes), steps (the same columns when nothing has finished, so readers can
+    select them)."""
     rows = []
     for cell_key, cell in jobs.items():
         training, init = cell_key[:2]
@@ -241,9 +274,9 @@ def table(jobs: dict) -> pd.DataFrame:
                 continue
             m = j.run.metrics
             rows.append({"training": training, "init": init, "cell": CELL_LABELS[(training, init)], "model": m["model"],
-                         "seed": m["seed"],
-                         "test_acc": m["test_acc"], "test_n": m["test_n"], "train_images": m.get("train_images"),
-                         "size": m["size"], "lr": m.get("lr", m["key"]["recipe"]["optimizer"]["lr"]),
+                         "seed": m["seed"], "test_acc": m["test_acc"], "train_acc": train_accuracy(j.run),
+                         "test_n": m["test_n"], "train_images": m.get("train_images"), "size": m["size"],
+                         "lr": m.get("lr"), "l2": m.get("l2"),
                          "epochs": m["epochs"], "steps": m["steps"], "train_seconds": m["train_seconds"],
                          # compute of the cell: training, plus extracting the features a probe trains on
                          "compute_seconds": m["train_seconds"] + sum(f.get("seconds", 0)
@@ -268,15 +301,18 @@ def main(argv=None) -> None:
     kw = dict(device=args.device)
     if "probe" in args.only:
         for init in args.inits:
-            for seed in args.seeds if args.seeds is not None else g["probe_seeds"]:
+            for seed in args.seeds if args.seeds is not None else probe_seeds(init, g["probe_seeds"]):
                 run = probe_job(init, args.profile, seed, **kw).train()
                 print(f"probe {init} seed {seed}: {100 * run.metrics['test_acc']:.2f}%", flush=True)
     lrs = {}
-    if {"lr", "finetune", "efficiency"} & set(args.only):
+    sizes = args.per_class if "lr" in args.only and args.per_class else [None]
+    if {"lr", "finetune"} & set(args.only):
         for init in args.inits:
-            search = lr_search(init, args.profile, **kw)
-            lrs[init] = choose_lr(search)
-            print(search.to_string(index=False), f"\nchosen lr for {init}: {lrs[init]}", flush=True)
+            for pc in sizes:  # --only lr --per-class N: the search of that data-efficiency size
+                search = lr_search(init, args.profile, per_class=pc, **kw)
+                lrs[init] = choose_lr(search)
+                print(search.to_string(index=False), f"\nchosen lr for {init} ({lr_choice(search)}), "
+                      f"{'all' if pc is None else pc * 10} training images", flush=True)
     if "finetune" in args.only:
         for seed in args.seeds if args.seeds is not None else g["seeds"]:
             for init in args.inits:

@@ -49,6 +49,7 @@ class Features:
     flip_feats: features.Cached | None = None
     subset: torch.Tensor | None = None   # train on these training images only (their features sliced from the split's)
     subset_name: str = ""
+    precision: str | None = None         # both splits' extraction precision (None: the profile's feature_precision)
 
     @property
     def name(self) -> str:
@@ -60,6 +61,8 @@ class Features:
 
     def _splits(self) -> dict[str, tuple[data.CifarSplit, str]]:
         prec = config.get_profile(self.profile)["feature_precision"]
+        if self.precision is not None:
+            prec = {"train": self.precision, "test": self.precision}
         out = {"train": (self.train, prec["train"]), "test": (self.test, prec["test"])}
         if self.flips:
             out["flip"] = (mirrored(self.train), prec["train"])
@@ -124,7 +127,8 @@ def mirrored(split: data.CifarSplit) -> data.CifarSplit:
 
 def features_of(name: str, profile: str = "full", *, size: int | None = None,
                 model: backbones.TransferNet | None = None, flips: bool = False, train_per_class: int | None = None,
-                data_dir=None, device: str = "auto", progress: bool | None = None, weights_dir=None) -> Features:
+                data_dir=None, device: str = "auto", progress: bool | None = None, weights_dir=None,
+                precision: str | None = None) -> Features:
     """Backbone ``name`` (ImageNet weights; or ``model``, e.g. a random-init backbone) at ``size`` px on
     the profile's training and test images. Nothing is extracted until ``.load()``.
 
@@ -133,7 +137,7 @@ def features_of(name: str, profile: str = "full", *, size: int | None = None,
     cfg = config.get_profile(profile)
     model = model or backbones.build_transfer(name, size=size, weights_dir=weights_dir)
     train, test = data.load_profile_data(cfg, data_dir)
-    feats = Features(model, train, test, profile, flips, device, progress)
+    feats = Features(model, train, test, profile, flips, device, progress, precision=precision)
     if train_per_class is not None:
         feats.subset = torch.as_tensor(data.stratified_subset(train.labels, train_per_class, cfg["subset_seed"]))
         feats.subset_name = f"sub{train_per_class}"

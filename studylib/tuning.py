@@ -1,0 +1,62 @@
+"""One rule for every hyper-parameter the study chooses (a learning rate, a probe's L2 strength): a log grid
+on the half-decade ladder (1, 3, 10, 30, ... x 10^k), extended past whichever edge holds the best value
+until the best has a measured, worse neighbour on each side, scored on a validation split held out of the
+training images, never the test set. Both sides of a comparison are tuned by the same rule, so neither gets
+an edge-of-grid value the other does not.
+
+    table = extend_until_interior((3e-4, 1e-3, 3e-3), measure, column="lr", max_extensions=3)
+    choice(table, "lr")   # {"lr": 1e-3, "interior": True, "edge": None}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import pandas as pd
+
+SCORE = "val_acc"  # validation accuracy: higher is better
+
+
+def next_value(v: float, *, up: bool) -> float:
+    """The neighbour of ``v`` on the half-decade ladder 1, 3, 10, 30, ... x 10^k (a log grid of step ~3.16)."""
+    k = math.floor(math.log10(v) + 1e-9)
+    ladder = [float(f"{m}e{e}") for e in (k - 1, k, k + 1) for m in (1, 3)]  # exact decimals: 3e-1, not 0.30000000000000004
+    return min(x for x in ladder if x > v * 1.5) if up else max(x for x in ladder if x < v / 1.5)
+
+
+def choice(table: pd.DataFrame, column: str, score: str = SCORE) -> dict:
+    """The best ``score`` of a search table (the smaller value on a tie) and where it sits:
+    {column: value, "interior": both neighbours measured and worse, "edge": "top" | "bottom" | None}."""
+    if table.empty:
+        return {column: None, "interior": False, "edge": None}
+    t = table.sort_values(column, ignore_index=True)
+    best = int(t.sort_values([score, column], ascending=[False, True]).index[0])
+    edge = "bottom" if best == 0 else "top" if best == len(t) - 1 else None
+    interior = edge is None and t[score][best - 1] < t[score][best] and t[score][best + 1] < t[score][best]
+    return {column: float(t[column][best]), "interior": bool(interior), "edge": edge}
+
+
+def extend_until_interior(start: Sequence[float], measure: Callable[[float], dict | None], *, column: str,
+                          max_extensions: int, score: str = SCORE) -> pd.DataFrame:
+    """``measure(value)`` (a row with ``score``; None when that value has not been measured and may not be
+    now) for each value of ``start``, then one half-decade past the best's edge at a time, until the best is
+    interior, it sits beside a tie, or ``max_extensions`` values were added. Where a round has a None, the
+    search stops after that round (every value of the round is still asked for, so a planner sees them all):
+    the table is the search as far as it has run. Rows sorted by ``column``."""
+    grid, rows, tried = sorted(start), [], set()
+    while True:
+        missing = False
+        for v in [v for v in grid if v not in tried]:
+            tried.add(v)
+            row = measure(v)
+            if row is None:
+                missing = True
+                continue
+            rows.append({column: v, **row})
+        if missing:
+            return pd.DataFrame(rows).sort_values(column, ignore_index=True) if rows else pd.DataFrame(rows)
+        c = choice(pd.DataFrame(rows), column, score)
+        if c["interior"] or c["edge"] is None or len(grid) - len(start) >= max_extensions:
+            return pd.DataFrame(rows).sort_values(column, ignore_index=True)
+        grid = sorted([*grid, next_value(c[column], up=c["edge"] == "top")])
