@@ -252,27 +252,16 @@ def onnx_session(model: nn.Module, example: torch.Tensor, *, check: torch.Tensor
     Raises ``OnnxExportError`` if the session's logits on ``check`` (default ``example``; give a batch of
     another size, so that a trace that fixed the batch size is caught) differ from the model's by more than
     ``tolerance`` times their largest magnitude (as fold_batchnorm checks its copy)."""
-    import warnings
-
-    import onnxruntime as ort
-
     check = example if check is None else check
+    model_bytes = onnx_export_bytes(model, example)
     was_training = model.training
     model.eval()
-    buf = io.BytesIO()
     try:
-        with warnings.catch_warnings():  # the TorchScript-based exporter's deprecation and tracer notes
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=17, input_names=["images"],
-                              output_names=["logits"], dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}})
-        reference = model(check).float()
+        with torch.no_grad():
+            reference = model(check).float()
     finally:
         model.train(was_training)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only: no graph-optimizer notes on stderr
-    session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = onnx_runtime_session(model_bytes, threads=threads)
     try:
         out = onnx_run(session, check, batch_size=len(check))
     except Exception as e:  # onnxruntime's own error types: a shape fixed by the trace, an unsupported op
@@ -282,6 +271,35 @@ def onnx_session(model: nn.Module, example: torch.Tensor, *, check: torch.Tensor
     if diff:
         raise OnnxExportError(f"ONNX Runtime's copy of {type(model).__name__} differs from it: {diff}")
     return session
+
+
+def onnx_export_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+    """``model`` (in eval mode, fp32) traced on ``example`` and exported to ONNX (opset 17, batch size free)."""
+    import warnings
+
+    was_training = model.training
+    model.eval()
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():  # the TorchScript-based exporter's deprecation and tracer notes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=17, input_names=["images"],
+                              output_names=["logits"], dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}})
+    finally:
+        model.train(was_training)
+    return buf.getvalue()
+
+
+def onnx_runtime_session(model_bytes: bytes, *, threads: int | None = None):
+    """An ONNX Runtime CPU session of a serialised ONNX model with ``threads`` intra-op threads (None: torch's
+    current count) and one inter-op thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: no graph-optimizer notes on stderr
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
 def onnx_run(session, images: torch.Tensor, *, batch_size: int = ONNX_BATCH, progress: bool = False,

@@ -893,6 +893,8 @@ def save_predictions(path, finished_runs) -> None:
 # ---------------------------------------------------------------------------------------
 INT8_VERSION = 2  # PT2E (torchao) static INT8; part of every INT8 result's key
 TORCHVISION_INT8 = "int8 static, torchvision quantizable (eager, ReLU6 -> ReLU)"
+FP32_ONNX = "fp32, onnxruntime"
+INT8_ONNX = "int8 static, onnxruntime (QDQ, U8S8)"  # quantize.onnx_static_int8: int8 convolutions on VNNI
 
 
 def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: bool = False) -> pd.DataFrame:
@@ -923,10 +925,17 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
         # stride-2 inverted-residual block and compounds: relative feature error 0.54-0.68 vs 0.05-0.08 with them
         # kept, measured at 224 px on the genuine weights; studylib/quantize.py)
         keep = quantize.MOBILENET_KEEP_FLOAT if d.row.model.startswith("mobilenet_v2") else ()
+        onnx = lambda images: quantize.OnnxModel(quantize.onnx_static_int8_model(d.model, images),  # noqa: E731
+                                                 threads=ev["threads"])
         variants = {"fp32": lambda: d.model,
-                    "int8 static": lambda: quantize.static_int8(d.model, calib, body, keep_float=keep)}
+                    # the same fp32 network in ONNX Runtime (notebook 05 re-evaluated it: the recorded predictions)
+                    FP32_ONNX: lambda: quantize.OnnxModel(evaluate.onnx_export_bytes(d.model, x[:2]),
+                                                          threads=ev["threads"]),
+                    "int8 static": lambda: quantize.static_int8(d.model, calib, body, keep_float=keep),
+                    INT8_ONNX: lambda: onnx(calib)}
         # latency does not depend on the calibration values: time a model calibrated on a few images
-        timed = {"int8 static": lambda: quantize.static_int8(d.model, calib[:32], body, keep_float=keep)}
+        timed = {"int8 static": lambda: quantize.static_int8(d.model, calib[:32], body, keep_float=keep),
+                 INT8_ONNX: lambda: onnx(calib[:32])}
         if d.row.scratch:
             variants["int8 dynamic"] = lambda: quantize.dynamic_int8(d.model)
         if d.row.model.startswith("mobilenet_v2"):  # cross-check: torchvision's quantizable MobileNetV2, all int8
@@ -949,31 +958,47 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
                 pred = engine.batched_logits(model(), x, batch_size=100).argmax(1).numpy()
                 return {"pred": pred.tolist(), "acc": float((pred == y.numpy()).mean())}
 
-            if variant == "fp32":  # the run's recorded predictions (notebook 05 re-evaluated them above)
+            if variant in ("fp32", FP32_ONNX):  # the run's recorded predictions (notebook 05 re-evaluated them above)
                 acc = {"pred": fp32_pred, "acc": float((fp32_pred == y.numpy()).mean())}
             else:
                 acc = runs.measured(profile, "int8", key, rkey, accuracy, force=force)
+
+            def latency() -> dict:
+                m = model(True)
+                ms = {b: evaluate.measure_latency(m, x[:b], threads=ev["threads"], warmup=w, runs=n)["median_ms"]
+                      for b, w, n in ((1, ev["latency_warmup"], ev["latency_runs"]),
+                                      (ev["throughput_batch"], 1, ev["throughput_runs"]))}
+                return {"latency_ms": ms[1], "latency_batch_ms": ms[ev["throughput_batch"]],
+                        "size_mb": (m.size_bytes if isinstance(m, quantize.OnnxModel) else evaluate.state_dict_bytes(m))
+                        / 1e6}
+
             lat = runs.measured(profile, "int8_latency", key, {**rkey, "cpu": env["cpu"], "torch": env["torch"],
-                                                             "threads": ev["threads"]},
-                                lambda: {"latency_ms": evaluate.measure_latency(model(True), x[:1], threads=ev["threads"],
-                                                                                warmup=ev["latency_warmup"],
-                                                                                runs=ev["latency_runs"])["median_ms"],
-                                         "size_mb": evaluate.state_dict_bytes(model(True)) / 1e6}, force=force)
+                                                             "threads": ev["threads"], "batches": [1, ev["throughput_batch"]]},
+                                latency, force=force)
             pred = np.asarray(acc["pred"])
             lo, hi = evaluate.wilson_interval(int((pred == y.numpy()).sum()), len(y))
             paired = stats.mcnemar(fp32_pred == y.numpy(), pred == y.numpy())  # INT8 vs fp32, same images
-            out.append({"key": key, "Model": d.label, "Variant": variant, "Accuracy (%)": 100 * acc["acc"],
+            out.append({"key": key, "Model": d.label, "Variant": variant,
+                        "Engine": "onnxruntime" if variant in (FP32_ONNX, INT8_ONNX) else "torch",
+                        "Accuracy (%)": 100 * acc["acc"],
                         "CI low (%)": 100 * lo, "CI high (%)": 100 * hi,
                         "Agreement with fp32 (%)": 100 * float((pred == fp32_pred).mean()),
                         "n01 (fp32 wrong, INT8 right)": paired["n01"], "n10 (fp32 right, INT8 wrong)": paired["n10"],
                         "McNemar p (vs fp32)": paired["p_value"],
-                        "Size (MB)": lat["size_mb"], "Latency (ms)": lat["latency_ms"], "Test images": len(y),
-                        "Calibration images": n_cal if variant in ("int8 static", TORCHVISION_INT8) else 0,
+                        "Size (MB)": lat["size_mb"], "Latency (ms)": lat["latency_ms"],
+                        f"Latency, batch {ev['throughput_batch']} (ms)": lat["latency_batch_ms"], "Test images": len(y),
+                        "Calibration images": n_cal if variant in ("int8 static", TORCHVISION_INT8, INT8_ONNX) else 0,
                         "Float layers kept": ", ".join(keep) if variant == "int8 static" and keep else ""})
     t = pd.DataFrame(out)
     if len(t):
         base = t[t.Variant == "fp32"].set_index("key")
         t["Δ accuracy (points)"] = t["Accuracy (%)"] - t.key.map(base["Accuracy (%)"])
         t["Size ratio"] = t["Size (MB)"] / t.key.map(base["Size (MB)"])
+        batch = f"Latency, batch {ev['throughput_batch']} (ms)"
         t["Speed-up"] = t.key.map(base["Latency (ms)"]) / t["Latency (ms)"]
+        t[f"Speed-up, batch {ev['throughput_batch']}"] = t.key.map(base[batch]) / t[batch]
+        # against fp32 in the same engine: what quantizing buys, apart from what changing the engine buys
+        same = t[t.Variant.isin(["fp32", FP32_ONNX])].set_index(["key", "Engine"])["Latency (ms)"]
+        t["Speed-up vs fp32, same engine"] = [same.get((k, e), np.nan) / v for k, e, v in
+                                              zip(t.key, t.Engine, t["Latency (ms)"])]
     return t

@@ -158,3 +158,33 @@ def test_torchvision_cross_check_rejects_other_backbones():
     row = build_transfer("efficientnet_lite0", init="random", size=32).eval()
     with pytest.raises(ValueError, match="not a MobileNetV2 transfer row"):
         quantize.torchvision_mobilenet_int8(row, torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_onnx_static_int8_runs_the_deployed_interface_close_to_float():
+    """ONNX Runtime's QDQ INT8 of a tiny network behind the uint8 preprocess: int8 convolutions (QLinearConv or
+    QDQ pairs) in the graph, logits close to the float model's on held-out images."""
+    import numpy as np
+
+    from studylib import evaluate
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (96, 3, 16, 16), dtype=torch.uint8, generator=g)
+    net = nn.Sequential(Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 16), _tiny_net())
+    _with_bn_stats(net, [images[i:i + 32] for i in range(0, 64, 32)])
+    import onnx
+
+    model_bytes = quantize.onnx_static_int8_model(net, images[:64])
+    ops = [n.op_type for n in onnx.load_from_string(model_bytes).graph.node]
+    assert ops.count("Conv") == 2 and ops.count("DequantizeLinear") >= 4 and "QuantizeLinear" in ops
+    session = evaluate.onnx_runtime_session(model_bytes, threads=1)
+    held_out = images[64:]
+    out = evaluate.onnx_run(session, held_out, batch_size=16)
+    with torch.no_grad():
+        ref = net(held_out)
+    rel = ((out - ref).norm(dim=1) / ref.norm(dim=1)).mean().item()
+    agree = float((out.argmax(1) == ref.argmax(1)).float().mean())
+    assert out.shape == ref.shape and np.isfinite(out.numpy()).all()
+    assert rel < REL_TOL and agree >= AGREE_MIN, (rel, agree)
+    with pytest.raises(ValueError):
+        quantize.onnx_static_int8(net, images[:0])
