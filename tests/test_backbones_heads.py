@@ -450,3 +450,13 @@ def test_reference_file_holds_the_published_table():
     pairs = {tuple(r["pair"]): (r["scratch"], r["transfer"]) for r in ref["confusion_pairs"]}
     assert pairs[("cat", "dog")] == (333, 243) and len(pairs) == 5
     assert reference.reference_table().loc["efficientnet_b0", "reference test acc (%)"] == 83.75
+
+
+def test_notebook_tables_report_a_backbone_without_weights_and_go_on(offline, capsys):
+    """Notebook 09 failed on a clone without ../shared (WeightsUnavailable: 'mobilenet_v2'): its tables now
+    leave the row out, saying so with the command that gets the weights."""
+    for table in (heads.seeds_table, heads.data_efficiency_table, heads.calibration_runs):
+        assert len(table("quick", names=("mobilenet_v2",))) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("mobilenet_v2: not run: no pretrained weights")
+        assert "`python -m studylib.weights fetch mobilenet_v2` (needs download.pytorch.org)" in out

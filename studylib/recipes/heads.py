@@ -318,12 +318,26 @@ def row_job(name: str, profile: str = "full", recipe: str = "head", *, data_dir=
     return head_job(feats, recipe, profile, device=device, progress=progress)
 
 
+def available_features(name: str, profile: str, **kw) -> Features | None:
+    """``features_of(name, profile, **kw)``, or None for a backbone without genuine ImageNet weights, after
+    printing that its rows are not run and the command that gets the weights: a notebook reports such a
+    row, it never fails on it."""
+    from .. import weights
+
+    try:
+        return features_of(name, profile, **kw)
+    except weights.WeightsUnavailable as exc:
+        print(f"{name}: not run: {exc}")
+        return None
+
+
 def seeds_table(profile: str, names=config.PROBES, *, data_dir=None, device: str = "auto",
                 train: bool = True) -> pd.DataFrame:
     """Study-row heads over the experiment's seeds (all training images): one row per head."""
     rows = []
     for name in names:
-        feats = features_of(name, profile, data_dir=data_dir, device=device, progress=False)
+        if (feats := available_features(name, profile, data_dir=data_dir, device=device, progress=False)) is None:
+            continue
         for seed in config.grid("seeds", profile)["seeds"]:
             job = head_job(feats, "head", profile, seed=seed, device=device, progress=False)
             run = job.ensure() if train else job.run
@@ -344,7 +358,8 @@ def data_efficiency_table(profile: str, names=config.PROBES, *, data_dir=None, d
     g = config.grid("data_efficiency", profile)
     rows = []
     for name in names:
-        feats = features_of(name, profile, data_dir=data_dir, device=device, progress=False)
+        if (feats := available_features(name, profile, data_dir=data_dir, device=device, progress=False)) is None:
+            continue
         for per_class in g["train_per_class"]:
             for seed in g["seeds"]:
                 run = head_job(feats, "head", profile, seed=seed, per_class=per_class,
@@ -360,7 +375,8 @@ def calibration_runs(profile: str, names=config.PROBES, *, data_dir=None, device
     g = config.grid("calibration", profile)
     out = []
     for name in names:
-        feats = features_of(name, profile, data_dir=data_dir, device=device, progress=False)
+        if (feats := available_features(name, profile, data_dir=data_dir, device=device, progress=False)) is None:
+            continue
         for seed in g["seeds"]:
             run = head_job(feats, "head", profile, seed=seed, val_fraction=g["val_fraction"], device=device,
                            progress=False, kind="calibration").ensure()
@@ -372,17 +388,13 @@ def calibration_runs(profile: str, names=config.PROBES, *, data_dir=None, device
 def resolution_jobs(profile: str = "full", *, data_dir=None, device: str = "auto") -> dict:
     """Notebook 10's probes (grid ``resolution``): {(backbone, size): (Features, [(seed, Job)])}, each job
     naming the command that computes it; a backbone without genuine ImageNet weights is left out (printed)."""
-    from .. import weights
-
     g = config.grid("resolution", profile)
     out = {}
     for name in g["backbones"]:
         for size in g["sizes"]:
-            try:
-                feats = features_of(name, profile, size=size, train_per_class=g["train_per_class"], data_dir=data_dir,
-                                    device=device, progress=False)
-            except weights.WeightsUnavailable as exc:
-                print(f"{name}: not run: no pretrained weights ({exc})")
+            feats = available_features(name, profile, size=size, train_per_class=g["train_per_class"],
+                                       data_dir=data_dir, device=device, progress=False)
+            if feats is None:
                 break
             jobs = []
             for seed in g["seeds"]:
@@ -409,7 +421,7 @@ def main(argv=None) -> None:
                 try:
                     run = row_job(name, args.profile, recipe, device=args.device).train()
                 except weights.WeightsUnavailable as exc:
-                    print(f"{name}: not run: no pretrained weights ({exc})")
+                    print(f"{name}: not run: {exc}")
                     break
                 print(f"{name} ({recipe}): {100 * run.metrics['test_acc']:.2f}%", flush=True)
     if "seeds" in args.only:
