@@ -379,6 +379,20 @@ def run_plan(args, argv: list[str], notebooks: list[Path], params: dict) -> int 
     return None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CELL_FRAME = re.compile(r"^(?:Cell In ?\[[^\]]*\]|Input In ?\[[^\]]*\]), line (\d+)", re.M)
+
+
+def failing_line(source: str | None, traceback: list[str] | None) -> str:
+    """The cell line that raised, from IPython's traceback: its first frame in the cell ("Cell In[3], line 8";
+    later frames of the cell are inside functions it calls), the cell's first line when none is found."""
+    lines = (source or "").splitlines()
+    m = _CELL_FRAME.search(_ANSI.sub("", "\n".join(traceback or [])))
+    n = int(m[1]) if m else 0
+    line = lines[n - 1] if 0 < n <= len(lines) else next((x for x in lines if x.strip()), "")
+    return line.strip()[:100]
+
+
 def merge_previous_rows(rows: list[dict], timings: Path, profile: str, total: float) -> tuple[list[dict], float]:
     """``rows`` (notebooks just run) plus the rows of ``timings`` (the report's previous render of the same
     profile) for notebooks not run now, in notebook order; the total is then the sum over all rows."""
@@ -464,9 +478,8 @@ def main(argv: list[str] | None = None) -> int:
                                 progress_bar=False, log_output=False, stdout_file=Indented(sys.stdout),
                                 kernel_manager_class=IPCKernelManager)
         except pm.PapermillExecutionError as exc:
-            first_line = (exc.source or "").strip().splitlines()[0][:80] if (exc.source or "").strip() else ""
-            status = (f"failed in cell {exc.cell_index} of the executed notebook ({first_line!r}): "
-                      f"{exc.ename}: {exc.evalue}")
+            status = (f"failed in cell {exc.cell_index} of the executed notebook "
+                      f"({failing_line(exc.source, exc.traceback)!r}): {exc.ename}: {exc.evalue}")
             failed = f"{nb_path.name} {status}"
         seconds = time.perf_counter() - t0
         nb = nbformat.read(str(executed), as_version=4)

@@ -149,3 +149,15 @@ def test_a_partial_render_keeps_the_other_notebooks_rows(tmp_path):
     rows, total = run_all.merge_previous_rows([{"notebook": "09", "seconds": 30.0, "status": "ok"}], timings, "full", 30.0)
     assert [(r["notebook"], r["seconds"]) for r in rows] == [("01", 10.0), ("09", 30.0), ("12", 5.0)] and total == 45.0
     assert run_all.merge_previous_rows(rows[:1], timings, "quick", 1.0) == (rows[:1], 1.0)  # another profile: not merged
+
+
+def test_a_failure_names_the_failing_line_of_the_cell():
+    """IPython's traceback (colours as ipykernel sends them): the cell's first frame gives the line; a later
+    frame of the same cell is inside a function it called. No frame: the cell's first line."""
+    src = "import math\n\ndef f():\n    raise ValueError('x')\n\ny = 1\nf()\n"
+    tb = ["\x1b[31m----------\x1b[39m", "\x1b[31mValueError\x1b[39m      Traceback (most recent call last)",
+          "\x1b[36mCell\x1b[39m\x1b[36m \x1b[39m\x1b[32mIn[1]\x1b[39m\x1b[32m, line 7\x1b[39m\n\x1b[32m----> 7\x1b[39m f()",
+          "\x1b[36mCell\x1b[39m\x1b[36m \x1b[39m\x1b[32mIn[1]\x1b[39m\x1b[32m, line 4\x1b[39m, in f()\n----> 4 raise"]
+    assert run_all.failing_line(src, tb) == "f()"
+    assert run_all.failing_line(src, tb[:2]) == "import math"
+    assert run_all.failing_line(None, None) == ""
