@@ -24,6 +24,9 @@ TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
 META_FILE = "batches.meta"
 NUM_CLASSES = 10
+# CIFAR-10's class names, in label order (batches.meta's label_names): fixed by the dataset, kept here so
+# that predicting needs no copy of the dataset.
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SHAPE = (3, 32, 32)
 # Per-class counts of the official splits: every full split is checked against these.
 FULL_PER_CLASS = {"train": 5000, "test": 1000}

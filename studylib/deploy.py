@@ -10,15 +10,23 @@ Every deployed model takes CIFAR-sized uint8 RGB images and does its own preproc
 (normalisation for the scratch models; upscale + the backbone's normalisation for transfer
 models), exactly as it was trained. Loading never trains: a missing run gives a status that
 names the command that computes it.
+
+A run's folder is named by a hash of its key, and the keys hash the training images: to find a row's
+run without CIFAR-10 (``python -m studylib.predict`` on a machine without the dataset), the index
+``runs/DEPLOYED.json`` names each row's shipped run ({profile: {row: {kind, name, id}}}); it is written
+by ``python -m studylib.deploy index`` on a machine with the dataset.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import nn
 
-from . import config, models, reference, runs, weights
+from . import artifacts, config, models, reference, runs, weights
 from .models import backbones
 from .recipes import heads, scratch
 
@@ -101,36 +109,94 @@ def job(row: Row, profile: str, *, data_dir=None, device: str = "auto", weights_
     return heads.row_job(row.model, profile, row.recipe, data_dir=data_dir, device=device, weights_dir=weights_dir)
 
 
-def load(key: str, profile: str = "full", *, data_dir=None, weights_dir=None) -> Deployed:
-    """Deployed row ``key`` from its finished run, or a Deployed whose status says why not."""
+# ---------------------------------------------------------------------------------------
+# The index of deployed runs (row -> run id): loading without the dataset
+# ---------------------------------------------------------------------------------------
+INDEX_FILE = "DEPLOYED.json"
+
+
+def index_path() -> Path:
+    return runs.shipped_root() / INDEX_FILE
+
+
+def read_index(profile: str) -> dict[str, dict]:
+    path = index_path()
+    return artifacts.read_json(path).get(profile, {}) if path.is_file() else {}
+
+
+def indexed_run(key: str, profile: str) -> runs.Run | None:
+    """The finished run the index names for row ``key``, rebuilt from the key stored in its folder (no
+    dataset needed); None when the row is not indexed or its run is not here."""
+    entry = read_index(profile).get(key)
+    if not entry:
+        return None
+    folders = [config.artifacts_dir() / profile / entry["kind"] / entry["id"]]
+    if runs.use_shipped():
+        folders.append(runs.shipped_root() / profile / entry["kind"] / entry["id"])
+    for folder in folders:
+        if (folder / runs.MARKER).is_file():
+            run = runs.Run(entry["kind"], entry["name"], artifacts.read_json(folder / runs.MARKER)["key"], profile)
+            if run.id == entry["id"] and run.done:
+                return run
+    return None
+
+
+def write_index(profile: str = "full", *, data_dir=None, weights_dir=None) -> Path:
+    """Record each row's shipped run in ``runs/DEPLOYED.json`` (keys computed from the dataset, so this needs
+    CIFAR-10); a row whose run cannot be keyed here (no weights) keeps its previous entry."""
+    path = index_path()
+    index = artifacts.read_json(path) if path.is_file() else {}
+    entries = index.setdefault(profile, {})
+    for row in ROWS:
+        try:
+            run = job(row, profile, data_dir=data_dir, weights_dir=weights_dir).run
+        except weights.WeightsUnavailable:
+            continue
+        if run.done and run.shipped:
+            entries[row.key] = {"kind": run.kind, "name": run.name, "id": run.id}
+        else:
+            entries.pop(row.key, None)
+    return artifacts.write_json(path, index)
+
+
+def load(key: str, profile: str = "full", *, data_dir=None, weights_dir=None, indexed: bool = False) -> Deployed:
+    """Deployed row ``key`` from its finished run, or a Deployed whose status says why not. ``indexed``:
+    the run named by ``runs/DEPLOYED.json`` when it lists the row (no dataset needed); otherwise the run is
+    found by its key, which needs CIFAR-10 (``data.DataError`` without it)."""
     if key not in ROW:
         raise KeyError(f"unknown study row {key!r}; choose one of {list(ROW)}")
     row = ROW[key]
-    try:
-        j = job(row, profile, data_dir=data_dir, weights_dir=weights_dir)
-    except weights.WeightsUnavailable:
-        return Deployed(row, NO_WEIGHTS)
-    if not j.run.done:
-        return Deployed(row, f"missing: run notebook {row.notebook} or `{j.command}`", run=j.run)
+    run = indexed_run(key, profile) if indexed else None
+    if run is None:
+        try:
+            j = job(row, profile, data_dir=data_dir, weights_dir=weights_dir)
+        except weights.WeightsUnavailable:
+            return Deployed(row, NO_WEIGHTS)
+        if not j.run.done:
+            return Deployed(row, f"missing: run notebook {row.notebook} or `{j.command}`", run=j.run)
+        run = j.run
     if row.scratch:
-        return Deployed(row, OK, scratch.load(j.run), j.run)
-    model = heads.load(j.run, weights_dir=weights_dir)
-    return Deployed(row, OK, model, j.run, weights=model.provenance)
+        return Deployed(row, OK, scratch.load(run), run)
+    try:
+        model = heads.load(run, weights_dir=weights_dir)
+    except weights.WeightsUnavailable:
+        return Deployed(row, NO_WEIGHTS, run=run)
+    return Deployed(row, OK, model, run, weights=model.provenance)
 
 
 _CACHE: dict[tuple, Deployed] = {}
 
 
 def load_all(profile: str = "full", *, data_dir=None, weights_dir=None, keys: tuple[str, ...] | None = None,
-             cached: bool = True) -> dict[str, Deployed]:
-    """Every study row, in report order (loaded once per process when ``cached``)."""
+             cached: bool = True, indexed: bool = False) -> dict[str, Deployed]:
+    """Every study row, in report order (loaded once per process when ``cached``); ``indexed`` as for ``load``."""
     out = {}
     for key in keys or tuple(ROW):
-        ck = (key, profile, str(data_dir), str(weights_dir), str(config.artifacts_dir()), runs.use_shipped())
+        ck = (key, profile, str(data_dir), str(weights_dir), str(config.artifacts_dir()), runs.use_shipped(), indexed)
         # "missing" rows are looked up again (the training notebook may have run since); rows without
         # weights are not: resolving them again can mean a download attempt per call.
         if not cached or ck not in _CACHE or _CACHE[ck].status.startswith("missing"):
-            _CACHE[ck] = load(key, profile, data_dir=data_dir, weights_dir=weights_dir)
+            _CACHE[ck] = load(key, profile, data_dir=data_dir, weights_dir=weights_dir, indexed=indexed)
         out[key] = _CACHE[ck]
     return out
 
@@ -147,3 +213,22 @@ def architecture_counts(key: str) -> dict:
     if row.scratch:
         return models.count_params(scratch.build(row.model, config.recipe(row.recipe)))
     return models.count_params(backbones.build_transfer(row.model, init=None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m studylib.deploy", description="The index of deployed runs.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    ix = sub.add_parser("index", help=f"write runs/{INDEX_FILE}: each row's shipped run (needs CIFAR-10)")
+    ix.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
+    ix.add_argument("--data-dir", default=None)
+    ix.add_argument("--weights-dir", default=None)
+    args = ap.parse_args(argv)
+    path = write_index(args.profile, data_dir=args.data_dir, weights_dir=args.weights_dir)
+    rows = read_index(args.profile)
+    print(f"{config.display_path(path)}: {len(rows)} of {len(ROWS)} rows for profile {args.profile!r} "
+          f"({', '.join(rows)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,6 +7,10 @@
     python -m studylib.predict cat.jpg photos/ --model all --top 5
     python -m studylib.predict --examples 1        # the demo's CIFAR-10 example images
 
+Exit codes: 0 every input predicted; 1 an input could not be read as an image; 3 no deployed model;
+4 CIFAR-10 needed but not found (``--examples``, or a row that ``runs/DEPLOYED.json`` does not list).
+Class names are CIFAR-10's fixed ten (``data.CLASSES``): predicting needs no copy of the dataset.
+
 Preprocessing (the one choice the demo and the command line share): the image is decoded,
 converted to RGB, centre-cropped to a square and downsampled with area averaging (PIL BOX,
 antialiased) to 32x32 uint8 -- the resolution every study model was trained on. Each deployed
@@ -38,7 +42,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import config, data, deploy, runs
+from . import config, data, deploy, runs, weights
 
 # Formats the demo accepts (Pillow format names). Others are refused by name rather than
 # handed to one of Pillow's many rarer parsers.
@@ -283,6 +287,16 @@ def expand_inputs(paths: Sequence[str]) -> list[Path]:
     return out
 
 
+# Exit codes: 1 an input could not be read as an image, 3 no deployed model, 4 CIFAR-10 needed but not found.
+EXIT_NO_DATA = 4
+
+
+def _no_data(why: str, exc: Exception) -> int:
+    print(f"error: CIFAR-10 is needed ({why}) but was not found: {exc}\nSet $CIFAR10_DIR or pass --data-dir.",
+          file=sys.stderr)
+    return EXIT_NO_DATA
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m studylib.predict",
@@ -295,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="which trained runs to load (default full)")
     ap.add_argument("--examples", type=int, default=0, metavar="K",
                     help="also predict the demo's example images: the first K CIFAR-10 test images of each class")
-    ap.add_argument("--data-dir", default=None, help="CIFAR-10 folder for --examples and class names")
+    ap.add_argument("--data-dir", default=None, help="CIFAR-10 folder for --examples (and for rows not in runs/DEPLOYED.json)")
     ap.add_argument("--weights-dir", default=None, help="folder with local backbone weight files")
     args = ap.parse_args(argv)
 
@@ -307,10 +321,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give at least one IMAGE (file or folder), or --examples K")
 
     names = tuple(deploy.ROW) if args.model == "all" else (args.model,)
-    deployed = deploy.load_all(args.profile, data_dir=args.data_dir, weights_dir=args.weights_dir, keys=names)
+    try:  # the rows runs/DEPLOYED.json lists load without CIFAR-10; any other row's run is found by its key
+        deployed = deploy.load_all(args.profile, data_dir=args.data_dir, weights_dir=args.weights_dir, keys=names,
+                                   indexed=True)
+    except data.DataError as exc:
+        return _no_data(f"a row not listed in runs/{deploy.INDEX_FILE} is found by its run key, which hashes the "
+                        "dataset; `python -m studylib.deploy index` lists the shipped rows, where the dataset is", exc)
     for d in deployed.values():
         if not d.ok:
-            print(f"note: {d.label}: {d.status}", file=sys.stderr)
+            fix = (f" (get the weights: `{weights.fetch_command(d.row.model)}`)" if d.status == deploy.NO_WEIGHTS
+                   else "")
+            print(f"note: {d.label}: {d.status}{fix}", file=sys.stderr)
     if not any(d.ok for d in deployed.values()):
         print(f"error: no deployed model for profile {args.profile!r}: no finished run in the artifact store"
               + (" or the shipped runs (runs/)" if runs.use_shipped() else "") + "; train them with "
@@ -319,10 +340,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         test = data.load_cifar10("test", args.data_dir) if args.examples > 0 else None
-        classes = test.classes if test else data.read_classes(data.resolve_data_dir(args.data_dir)[0])
     except data.DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return _no_data("--examples shows CIFAR-10 test images", exc)
+    classes = test.classes if test else data.CLASSES
 
     failed = 0
     for path in expand_inputs(args.images):

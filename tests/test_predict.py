@@ -198,3 +198,48 @@ def test_cli_usage_errors(capsys):
             predict.main(argv)
         assert info.value.code == 2
     assert "give at least one IMAGE" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_dataset(artifact_root, monkeypatch):
+    """Every way of reading CIFAR-10 fails, as on a machine without the dataset; the shipped runs are used."""
+    from studylib import data
+
+    def missing(*args, **kw):
+        raise data.DataError("CIFAR-10 not found (test: no dataset on this machine)")
+
+    for name in ("resolve_data_dir", "load_cifar10", "load_profile_data", "read_classes"):
+        monkeypatch.setattr(data, name, missing)
+    monkeypatch.setenv("STUDY_USE_SHIPPED", "1")
+    monkeypatch.setenv("STUDY_WEIGHTS_OFFLINE", "1")
+    deploy._CACHE.clear()
+    yield
+    deploy._CACHE.clear()
+
+
+def test_cli_predicts_without_the_dataset_from_the_deployed_index(no_dataset, tmp_path, capsys):
+    from studylib import data
+
+    if "custom_cnn" not in deploy.read_index("full"):
+        pytest.skip("runs/DEPLOYED.json does not list the Custom CNN")
+    (tmp_path / "ok.png").write_bytes(GOOD["rgb.png"])
+    assert predict.main([str(tmp_path / "ok.png"), "--model", "custom_cnn", "--top", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "Custom CNN (study recipe)" in out and all(c in out for c in data.CLASSES)  # the package's class names
+
+
+def test_cli_exit_code_when_the_dataset_is_needed(no_dataset, tmp_path, capsys, monkeypatch):
+    (tmp_path / "ok.png").write_bytes(GOOD["rgb.png"])
+    monkeypatch.setattr(deploy, "read_index", lambda profile: {})  # a row the index does not list
+    assert predict.main([str(tmp_path / "ok.png"), "--model", "custom_cnn"]) == predict.EXIT_NO_DATA == 4
+    err = capsys.readouterr().err
+    assert "CIFAR-10 is needed (a row not listed in runs/DEPLOYED.json" in err and "$CIFAR10_DIR" in err
+    assert predict.EXIT_NO_DATA not in (1, 3)  # the README's codes for an unreadable input and no model
+
+
+def test_deployed_index_is_current(real_data_dir):
+    """runs/DEPLOYED.json names the run each scratch row's key gives today (refresh: python -m studylib.deploy index)."""
+    index = deploy.read_index("full")
+    for key in ("custom_cnn", "vit_small"):
+        if key in index:
+            assert deploy.job(deploy.ROW[key], "full", data_dir=real_data_dir).run.id == index[key]["id"]
