@@ -242,6 +242,12 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         # Random-init frozen probe: BatchNorm statistics re-estimated on these training images (an
         # untrained network has none; without them activations vanish or explode with depth).
         "bn_recalibration_images": 5000,
+        # The gap against the training budget (He, Girshick & Dollar 2019's question: does training from scratch
+        # catch up?): the end-to-end column at these epochs, each run its own cosine schedule over its own
+        # length, at the learning rate each init's search chose; seeds per budget (the 15-epoch runs are the
+        # grid's cells). A 60-epoch run is ~2.5 h on 2 AMD cores: longer than a session, resumed from its checkpoint.
+        "budget_epochs": (5, 15, 30, 60),
+        "budget_seed_counts": (2, 2, 2, 1),  # seeds 0..n-1 at each budget above
         # Data efficiency of the fine-tuning pair (notebook 09): labelled images per class; every
         # point trains for the recipe's 15 epochs over its subset (step counts printed beside it).
         "efficiency_per_class": (100, 500),
@@ -298,7 +304,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "experiments": {
             "controlled": {"size": 32, "seeds": (0,), "probe_seeds": (0, 1), "lr_candidates": (1e-4, 1e-3, 1e-2),
                            "lr_max_extensions": 1, "lr_search": {"val_fraction": 0.2, "epochs": 1, "seed": 0},
-                           "bn_recalibration_images": 200, "efficiency_per_class": (20,), "efficiency_seeds": (0,)},
+                           "bn_recalibration_images": 200, "efficiency_per_class": (20,), "efficiency_seeds": (0,),
+                           "budget_epochs": (1, 2), "budget_seed_counts": (1, 1)},
             "data_efficiency": {"train_per_class": (10, 50, 100), "seeds": (0, 1), "min_epoch_images": 200,
                                 "scratch_seeds": (0,)},
             "strong": {"seeds": (0,), "min_epoch_images": 1000},

@@ -78,6 +78,7 @@ def _grid(profile: str, kw: dict, *, cells: bool, efficiency: bool) -> list["Pen
     g, pending = config.grid("controlled", profile), []
     if cells:
         _ensure_each(j for cell in finetune.cell_jobs(profile, **kw).values() for j in cell)
+        _ensure_each(j for cell in finetune.budget_jobs(profile, **kw).values() for j in cell)
     if efficiency:
         _ensure_each(j for cell in finetune.efficiency_jobs(profile, **kw).values() for j in cell)
     # each cell's rate is searched on its own training-set size: the full-data cells' search, and one per
@@ -94,6 +95,11 @@ def _grid(profile: str, kw: dict, *, cells: bool, efficiency: bool) -> list["Pen
                 pending.append(Pending(f"end-to-end cells, {init} init, seeds {list(g['seeds'])}", len(g["seeds"]),
                                        waits, f"python -m studylib.recipes.finetune --profile {profile} --only finetune "
                                               f"--inits {init}"))
+                budget = [(e, s) for e, n in zip(g["budget_epochs"], g["budget_seed_counts"])
+                          if e != config.recipe("finetune", profile)["epochs"] for s in range(n)]
+                pending.append(Pending(f"training-budget points, {init} init, epochs {sorted({e for e, _ in budget})}",
+                                       len(budget), waits, f"python -m studylib.recipes.finetune --profile {profile} "
+                                                           f"--only budget --inits {init}"))
             else:
                 pending.append(Pending(f"end-to-end small-data points, {init} init, {pc} images per class",
                                        len(g["efficiency_seeds"]), waits,

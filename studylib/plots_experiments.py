@@ -134,3 +134,28 @@ def controlled_bars(summary: pd.DataFrame, lines: dict[str, float], title: str):
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def budget_curve(table: pd.DataFrame, strong: dict | None, title: str):
+    """Test accuracy (%) against training compute (CPU-hours, log axis) of the end-to-end column at each
+    budget, ImageNet vs random init, mean with the seeds' min-max as error bars and the epochs beside each
+    point; ``strong``: the strong scratch recipe's {"mean", "minutes", "seeds"} as one point."""
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
+    for j, (init, g) in enumerate(table.groupby("init", sort=True)):
+        s = g.groupby("epochs").agg(acc=("test_acc", "mean"), lo=("test_acc", "min"), hi=("test_acc", "max"),
+                                    hours=("cpu_hours", "mean"), seeds=("seed", "count")).reset_index()
+        ax.errorbar(s.hours, 100 * s.acc, yerr=[100 * (s.acc - s.lo), 100 * (s.hi - s.acc)], marker="o", capsize=3,
+                    color=f"C{j}", label=f"{init} init, trained end to end")
+        for r in s.itertuples():
+            ax.annotate(f"{r.epochs} ep ({r.seeds} seed{'s' if r.seeds > 1 else ''})", (r.hours, 100 * r.acc),
+                        xytext=(5, -12 if j else 6), textcoords="offset points", fontsize=7, color=f"C{j}")
+    if strong and strong.get("mean") is not None and strong.get("minutes"):
+        ax.plot([strong["minutes"] / 60], [100 * strong["mean"]], marker="*", markersize=12, color="C3", linestyle="",
+                label=f"strong scratch recipe, its own network ({strong['seeds']} seeds)")
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute per run (CPU-hours on the machine that trained it, 2 threads)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

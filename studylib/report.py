@@ -527,7 +527,8 @@ def bottom_line(s: dict) -> list[str]:
     ``s``: {"network", "size", "train_images", "cells": {"probe/imagenet" | "probe/random" |
     "finetune/imagenet" | "finetune/random": cell_summary}, "init_effect": {"probe": compare row | None,
     "finetune": compare row | None}, "small": {"train_images", "probe": row | None, "finetune": row | None}
-    or None, "strong": cell_summary | None, "strong_vs": {"finetune": row | None, "probe": row | None}}."""
+    or None, "strong": cell_summary | None, "strong_vs": {"finetune": row | None, "probe": row | None},
+    "budget_gaps": budget_section's gaps (optional)}."""
     c = s.get("cells", {})
 
     def cell(key: str) -> str:
@@ -557,6 +558,8 @@ def bottom_line(s: dict) -> list[str]:
                      f"{_diff(vs.get('finetune'))}; the frozen ImageNet probe minus it: {_diff(vs.get('probe'))}.")
     else:
         lines.append("- **The best from-scratch recipe**: not measured.")
+    if "budget_gaps" in s:
+        lines.append(budget_line(s["budget_gaps"]))
     mins = {k: (c.get(k) or {}).get("minutes") for k in ("probe/imagenet", "finetune/imagenet", "finetune/random")}
     cost = "; ".join(f"{k.replace('/', ', ')} {v:.0f} min" for k, v in mins.items() if v is not None)
     if st and st.get("minutes") is not None:
@@ -648,6 +651,63 @@ def grid_section(profile: str, *, data_dir=None, device: str = "auto") -> dict:
             "missing": [j.command for v in jobs.values() for j in v if not j.run.done]}
 
 
+def training_gflop_per_image(profile: str) -> float:
+    """GFLOP of one training step per image (forward + backward) of the grid's network at the grid's size."""
+    import torch
+
+    from . import flops
+    from .models import backbones
+
+    g = config.grid("controlled", profile)
+    torch.manual_seed(0)
+    net = backbones.build_transfer(g["backbone"], init=None, size=g["size"], frozen=False).train()
+    return flops.flops_per_example(net, torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), backward=True) / 1e9
+
+
+BUDGET_COLUMNS = ["epochs", "init", "seed", "test_acc", "train_acc", "train_seconds", "cpu_hours", "gflop", "device",
+                  "run"]
+
+
+def budget_section(profile: str, *, data_dir=None, device: str = "auto") -> dict:
+    """The end-to-end column against the training budget (finetune.budget_jobs): one row per finished run
+    (``budget_curve.csv``: epochs, init, seed, test and training accuracy, compute seconds, CPU-hours and
+    training GFLOP, device), and per budget the paired test ImageNet minus random. Missing runs are trained
+    when this mode trains, else listed with their command."""
+    from . import runs
+    from .recipes import finetune
+
+    jobs = finetune.budget_jobs(profile, data_dir=data_dir, device=device, train=runs.training_allowed())
+    done = _ensure_all(jobs)
+    gflop = training_gflop_per_image(profile)
+    rows = [{"epochs": epochs, "init": init, "seed": r.metrics["seed"], "test_acc": r.metrics["test_acc"],
+             "train_acc": finetune.train_accuracy(r), "train_seconds": r.metrics["train_seconds"],
+             "cpu_hours": r.metrics["train_seconds"] / 3600 if r.metrics["device"] == "cpu" else np.nan,
+             "gflop": gflop * r.metrics["train_n"] * epochs, "device": runtime.device_label(r.metrics), "run": r.id}
+            for (init, epochs), rs in done.items() for r in rs]
+    table = pd.DataFrame(rows, columns=BUDGET_COLUMNS).sort_values(["epochs", "init", "seed"], ignore_index=True)
+    epochs = sorted({e for _, e in done})
+    gaps = paired_tests([(f"random init, {e} epochs", done.get(("random", e), []),
+                          f"ImageNet init, {e} epochs", done.get(("imagenet", e), [])) for e in epochs])
+    gaps.insert(0, "epochs", [int(a.split(", ")[-1].split()[0]) for a in gaps.a])  # "random init, 30 epochs" -> 30
+    return {"table": table, "gaps": gaps, "runs": done,
+            "missing": [j.command for v in jobs.values() for j in v if not j.run.done]}
+
+
+def budget_line(gaps: pd.DataFrame) -> str:
+    """The bottom line's sentence on the training budget: the gap at each budget measured, and whether its
+    interval still excludes 0 at the largest budget measured (the gap has not closed) or includes it."""
+    if gaps is None or not len(gaps):
+        return "- **Against the training budget**: not measured."
+    g = gaps.sort_values("epochs")
+    parts = "; ".join(f"{int(r.epochs)} epochs {r.statement}" for r in g.itertuples())
+    last = g.iloc[-1]
+    closed = ("its interval includes 0: within the budgets measured, training from scratch catches up"
+              if last.low <= 0 <= last.high else
+              "its interval excludes 0: within the budgets measured, the gap has not closed")
+    return (f"- **Against the training budget** (end to end, each run its own schedule), ImageNet minus random: {parts}. "
+            f"At the largest budget measured ({int(last.epochs)} epochs) {closed}.")
+
+
 def efficiency_section(profile: str, *, data_dir=None, device: str = "auto") -> dict:
     """ImageNet vs random init on the grid's network at small training sets (frozen and end to end):
     per-seed table (with step counts) and paired tests at each size."""
@@ -665,8 +725,9 @@ def efficiency_section(profile: str, *, data_dir=None, device: str = "auto") -> 
             "missing": [j.command for v in jobs.values() for j in v if not j.run.done]}
 
 
-def answer_summary(grid: dict, eff: dict, strong: dict | None, profile: str) -> dict:
-    """What ``bottom_line`` needs, read from the sections' tables (see its docstring)."""
+def answer_summary(grid: dict, eff: dict, strong: dict | None, profile: str, budget: dict | None = None) -> dict:
+    """What ``bottom_line`` needs, read from the sections' tables (see its docstring); ``budget``: the
+    ``budget_section`` (its gaps per budget)."""
     from .deploy import LABELS
     from .recipes import finetune
 
@@ -695,6 +756,8 @@ def answer_summary(grid: dict, eff: dict, strong: dict | None, profile: str) -> 
         out["strong"] = strong["summary"]
         out["strong_vs"] = {tr: paired_row(*pair) if pair[3] else None
                             for tr, pair in zip(("probe", "finetune"), strong_pairs(grid, strong))}
+    if budget is not None:
+        out["budget_gaps"] = budget["gaps"]
     return out
 
 

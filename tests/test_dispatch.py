@@ -29,9 +29,12 @@ TOY = textwrap.dedent("""
         start = artifacts.read_json(ckpt)["step"] if ckpt.exists() else 0
         with open(run.folder.parent / "fits.log", "a") as f:
             f.write(f"{os.getpid()} from {start}\\n")
+        hold = os.environ.get("TOY_HOLD")  # a file the test creates when this owner may finish
         for step in range(start, 4):
             time.sleep(sleep / 4)
             artifacts.write_json(ckpt, {"step": step + 1})
+            while hold and not os.path.exists(hold):
+                time.sleep(0.05)
         run.finish({"value": 42, "by": os.getpid()})
 
     before = run.done
@@ -54,12 +57,15 @@ def _wait_for(path_glob, store, proc, timeout=60):
     assert proc.poll() is None, "the first process ended before the test could race it:\n" + proc.stdout.read()
 
 
-def test_two_processes_on_one_key_one_trains_the_other_waits_and_reuses(artifact_root):
-    first = _toy(artifact_root, 8.0)  # long enough for the other two to start (importing torch takes seconds)
+def test_two_processes_on_one_key_one_trains_the_other_waits_and_reuses(artifact_root, tmp_path):
+    hold = tmp_path / "release"  # the first owner computes until the test releases it: no race on a slow machine
+    first = _toy(artifact_root, 0.4, TOY_HOLD=str(hold))
     _wait_for("quick/toy/*/checkpoint.json", artifact_root, first)  # the first owns the lock and is computing
     second = _toy(artifact_root, 3.0)
     skipper = _toy(artifact_root, 3.0, **{runs.WAIT_ENV: "0"})       # --no-wait: skipped, and says so
-    out = [p.communicate(timeout=120)[0] for p in (first, second, skipper)]
+    skipped = skipper.communicate(timeout=120)[0]
+    hold.touch()
+    out = [p.communicate(timeout=120)[0] for p in (first, second)] + [skipped]
     assert [p.returncode for p in (first, second, skipper)] == [0, 0, 0], out
     assert out[0].strip().endswith("trained") and out[1].strip().endswith("reused"), out
     assert "skipped: toy/race-" in out[2] and "is being computed by host" in out[2] and "not done" in out[2], out[2]

@@ -137,16 +137,21 @@ def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float 
         engine.fit(run, model, plan, test_labels=eval_split.labels, train_n=len(fit_split), device=device,
                    precision=r["precision"], progress=progress, eval_name=eval_name)
 
-    return runs.Job(run, fit, _command(profile, init, r["seed"], per_class=per_class, lr_search=val_idx is not None))
+    budget = epochs if epochs is not None and val_idx is None and epochs != config.recipe("finetune", profile)["epochs"] \
+        else None
+    return runs.Job(run, fit, _command(profile, init, r["seed"], per_class=per_class, lr_search=val_idx is not None,
+                                       epochs=budget))
 
 
 def _command(profile: str, init: str, seed: int, *, per_class: int | None = None, lr_search: bool = False,
-             training: str = "finetune") -> str:
+             training: str = "finetune", epochs: int | None = None) -> str:
     """The command that trains one run of the grid: a grid cell, a learning-rate search run (the row's whole
-    search) or a data-efficiency point (``per_class``)."""
+    search), a data-efficiency point (``per_class``) or a training-budget point (``epochs``)."""
     base = f"python -m studylib.recipes.finetune --profile {profile}"
     if lr_search:
         return f"{base} --only lr --inits {init}" + (f" --per-class {per_class}" if per_class is not None else "")
+    if epochs is not None:
+        return f"{base} --only budget --inits {init} --seeds {seed} --epochs {epochs}"
     if per_class is not None:
         return f"{base} --only efficiency --inits {init} --seeds {seed} --per-class {per_class}"
     return f"{base} --only {training} --inits {init} --seeds {seed}"
@@ -251,6 +256,22 @@ def efficiency_jobs(profile: str = "full", *, data_dir=None, device: str = "auto
     return out
 
 
+def budget_jobs(profile: str = "full", *, data_dir=None, device: str = "auto", train: bool = True) -> dict:
+    """The end-to-end column against the training budget: {(init, epochs): [Job per seed]} at ``budget_epochs``,
+    each run its own full schedule, at the rate its init's full-data search chose (an init whose search has not
+    finished is absent). The recipe's own epoch count gives the grid's cells themselves."""
+    g = config.grid("controlled", profile)
+    out = {}
+    for init in INITS:
+        lr = choose_lr(lr_search(init, profile, data_dir=data_dir, device=device, train=train))
+        if lr is None:
+            continue
+        for epochs, n in zip(g["budget_epochs"], g["budget_seed_counts"], strict=True):
+            out[(init, epochs)] = [job(init, profile, seed=s, lr=lr, epochs=epochs, data_dir=data_dir, device=device)
+                                   for s in range(n)]
+    return out
+
+
 TABLE_COLUMNS = ["training", "init", "cell", "model", "seed", "test_acc", "train_acc", "test_n", "train_images", "size",
                  "lr", "l2", "epochs", "steps", "train_seconds", "compute_seconds", "device", "run", "source"]
 
@@ -290,12 +311,14 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--only", nargs="*", choices=("probe", "lr", "finetune", "efficiency"),
-                    default=("probe", "lr", "finetune", "efficiency"))
+    ap.add_argument("--only", nargs="*", choices=("probe", "lr", "finetune", "efficiency", "budget"),
+                    default=("probe", "lr", "finetune", "efficiency", "budget"))
     ap.add_argument("--inits", nargs="*", choices=INITS, default=list(INITS))
     ap.add_argument("--seeds", type=int, nargs="*", default=None, help="default: the grid's")
     ap.add_argument("--per-class", type=int, nargs="*", default=None,
                     help="data efficiency: only these labelled images per class (default: the grid's)")
+    ap.add_argument("--epochs", type=int, nargs="*", default=None,
+                    help="training budget: only these epoch counts (default: the grid's budget_epochs)")
     args = ap.parse_args(argv)
     g = config.grid("controlled", args.profile)
     kw = dict(device=args.device)
@@ -319,6 +342,15 @@ def main(argv=None) -> None:
                 run = job(init, args.profile, seed=seed, lr=lrs[init], **kw).train()
                 print(f"end to end {init} seed {seed}: {100 * run.metrics['test_acc']:.2f}% "
                       f"({run.metrics['train_seconds'] / 60:.1f} min)", flush=True)
+    if "budget" in args.only:  # longest last: each budget point is a run of its own (resumable)
+        for (init, epochs), cell in sorted(budget_jobs(args.profile, **kw).items(), key=lambda kv: kv[0][1]):
+            if init not in args.inits or (args.epochs is not None and epochs not in args.epochs):
+                continue
+            for j in cell:
+                if args.seeds is None or j.run.key["recipe"]["seed"] in args.seeds:
+                    m = j.train().metrics
+                    print(f"budget {epochs} epochs, {init} seed {m['seed']}: {100 * m['test_acc']:.2f}% "
+                          f"({m['train_seconds'] / 60:.1f} min)", flush=True)
     if "efficiency" in args.only:
         for (training, init, pc), cell in efficiency_jobs(args.profile, **kw).items():
             if init not in args.inits or (args.per_class is not None and pc not in args.per_class):
