@@ -693,12 +693,12 @@ def budget_section(profile: str, *, data_dir=None, device: str = "auto") -> dict
             "missing": [j.command for v in jobs.values() for j in v if not j.run.done]}
 
 
-def budget_line(gaps: pd.DataFrame) -> str:
+def budget_line(gaps: pd.DataFrame | list[dict] | None) -> str:
     """The bottom line's sentence on the training budget: the gap at each budget measured, and whether its
     interval still excludes 0 at the largest budget measured (the gap has not closed) or includes it."""
     if gaps is None or not len(gaps):
         return "- **Against the training budget**: not measured."
-    g = gaps.sort_values("epochs")
+    g = pd.DataFrame(gaps).sort_values("epochs")  # paired_tests rows, as a table or as records
     parts = "; ".join(f"{int(r.epochs)} epochs {r.statement}" for r in g.itertuples())
     last = g.iloc[-1]
     closed = ("its interval includes 0: within the budgets measured, training from scratch catches up"
@@ -756,8 +756,8 @@ def answer_summary(grid: dict, eff: dict, strong: dict | None, profile: str, bud
         out["strong"] = strong["summary"]
         out["strong_vs"] = {tr: paired_row(*pair) if pair[3] else None
                             for tr, pair in zip(("probe", "finetune"), strong_pairs(grid, strong))}
-    if budget is not None:
-        out["budget_gaps"] = budget["gaps"]
+    if budget is not None:  # records, not a DataFrame: the summary is written to bottom_line.json
+        out["budget_gaps"] = budget["gaps"].to_dict("records")
     return out
 
 

@@ -254,3 +254,15 @@ def test_grid_summary_prints_rates_in_scientific_notation():
     assert summary.loc["c", "learning rate"] == "1e-03" and summary.loc["c", "L2"] == "–"
     assert summary.round(2).loc["c", "learning rate"] == "1e-03"   # the notebook rounds the table: the rate survives
     assert summary.loc["c", "train acc mean (%)"] == pytest.approx(90.5)
+
+
+def test_budget_line_states_each_gap_and_whether_it_closes_and_survives_json():
+    import json
+
+    rows = [{"epochs": 5, "low": 0.10, "high": 0.14, "statement": "+12.00 points (95% CI 10.00 to 14.00)"},
+            {"epochs": 60, "low": -0.002, "high": 0.01, "statement": "+0.40 points (95% CI -0.20 to 1.00)"}]
+    line = report.budget_line(json.loads(json.dumps(rows)))  # as bottom_line.json stores them
+    assert "5 epochs +12.00 points" in line and "60 epochs +0.40 points" in line
+    assert "At the largest budget measured (60 epochs) its interval includes 0" in line
+    assert "has not closed" in report.budget_line(pd.DataFrame(rows[:1]))
+    assert report.budget_line(None).endswith("not measured.")

@@ -34,7 +34,7 @@ def test_sigkill_then_rerun_resumes_and_matches(real_data_dir, tmp_path):
     assert proc.poll() is None, "the run ended before its first checkpoint could be interrupted:\n" + proc.stdout.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    run_dir = next(store.glob("custom_cnn-*"))
+    run_dir = next(p for p in store.glob("custom_cnn-*") if p.is_dir())  # beside it: the run's lock file
     assert not (run_dir / "metrics.json").exists()  # unfinished: never mistaken for a finished run
     assert not [p for p in run_dir.iterdir() if p.name not in ("checkpoint.pt",)]  # no half-written files
 
@@ -46,7 +46,7 @@ def test_sigkill_then_rerun_resumes_and_matches(real_data_dir, tmp_path):
     clean = _train(clean_env)
     out_clean, _ = clean.communicate(timeout=600)
     assert clean.returncode == 0, out_clean
-    clean_dir = next((tmp_path / "clean" / "quick" / "scratch").glob("custom_cnn-*"))
+    clean_dir = next(p for p in (tmp_path / "clean" / "quick" / "scratch").glob("custom_cnn-*") if p.is_dir())
     assert clean_dir.name == run_dir.name  # same key: the same run
     a, b = torch.load(run_dir / "model.pt"), torch.load(clean_dir / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)  # identical weights: the resumed run lost nothing

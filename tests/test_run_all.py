@@ -76,7 +76,7 @@ def test_quick_pipeline_end_to_end(real_data_dir, tmp_path):
     html01 = (out / "01_data.html").read_text()
     assert "0.4914, 0.4822, 0.4465" in html01 and "image/png" in html01
     index = (out / "index.html").read_text()
-    assert index.index("Same network, only the initialisation changed") < index.index("Benchmark table") \
+    assert index.index("Same network, ImageNet vs random initialisation") < index.index("Benchmark table") \
         < index.index("The notebooks") < index.index("Provenance")  # the answer leads
     for nb_path in sorted(config.NOTEBOOKS_DIR.glob(run_all.NOTEBOOK_GLOB)):
         assert nb_path.with_suffix(".html").name in index and (out / nb_path.with_suffix(".html").name).exists()
@@ -88,8 +88,10 @@ def test_quick_pipeline_end_to_end(real_data_dir, tmp_path):
     assert rows["resnet18"]["Status"] == "not run: no pretrained weights" and rows["resnet18"]["Total Params"] == 11181642
     assert rows["custom_cnn_refcode"]["Status"] == "ok" and rows["custom_cnn"]["CI low (%)"] < rows["custom_cnn"]["Accuracy (%)"]
     for name in ("controlled_grid.csv", "paired_tests.csv", "controlled_predictions.npz", "int8.csv", "reevaluation.csv",
-                 "confusion_pairs.csv", "bottom_line.json", "reconciliation.csv", "transfer_flip.csv"):
+                 "confusion_pairs.csv", "bottom_line.json", "reconciliation.csv", "transfer_flip.csv", "budget_curve.csv"):
         assert (results / name).exists(), name
+    assert "p_holm" in (results / "paired_tests.csv").read_text().splitlines()[0]
+    assert "int8 static, onnxruntime" in (results / "int8.csv").read_text()  # the INT8 path that targets VNNI
     pairs = (results / "confusion_pairs.csv").read_text()
     assert "the reference's fixed list (HARD_PAIRS)" in pairs and "share of its errors" in pairs
     forbidden = _forbidden_paths(real_data_dir, store)
