@@ -701,7 +701,7 @@ def budget_line(gaps: pd.DataFrame | list[dict] | None) -> str:
     g = pd.DataFrame(gaps).sort_values("epochs")  # paired_tests rows, as a table or as records
     parts = "; ".join(f"{int(r.epochs)} epochs {r.statement}" for r in g.itertuples())
     last = g.iloc[-1]
-    closed = ("its interval includes 0: within the budgets measured, training from scratch catches up"
+    closed = ("its interval includes 0: at that budget no gap can be shown (which is not proof that there is none)"
               if last.low <= 0 <= last.high else
               "its interval excludes 0: within the budgets measured, the gap has not closed")
     return (f"- **Against the training budget** (end to end, each run its own schedule), ImageNet minus random: {parts}. "

@@ -263,6 +263,6 @@ def test_budget_line_states_each_gap_and_whether_it_closes_and_survives_json():
             {"epochs": 60, "low": -0.002, "high": 0.01, "statement": "+0.40 points (95% CI -0.20 to 1.00)"}]
     line = report.budget_line(json.loads(json.dumps(rows)))  # as bottom_line.json stores them
     assert "5 epochs +12.00 points" in line and "60 epochs +0.40 points" in line
-    assert "At the largest budget measured (60 epochs) its interval includes 0" in line
+    assert "At the largest budget measured (60 epochs) its interval includes 0: at that budget no gap can be shown" in line
     assert "has not closed" in report.budget_line(pd.DataFrame(rows[:1]))
     assert report.budget_line(None).endswith("not measured.")
