@@ -289,3 +289,20 @@ def test_retraining_estimate_covers_the_selected_notebooks(monkeypatch):
     assert cnn["images"] == 2 * (15 * 50000 + 15 * 10000 / 3) and cnn["minutes here"] == cnn["images"] / 100 / 60
     text = estimate.format_table(t)
     assert "Estimated retraining time" in text and "total" in text and "GPU" in text
+
+
+@pytest.mark.parametrize("init", finetune.INITS)
+def test_shipped_learning_rate_searches_choose_an_interior_rate(init, real_data_dir, monkeypatch):
+    """The full profile's searches as shipped (nothing trains): a finished search must have chosen a rate with a
+    measured, worse neighbour on each side. A search still extending (its next rate not yet run) is skipped."""
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(real_data_dir))
+    g = config.grid("controlled", "full")
+    search = finetune.lr_search(init, "full", train=False)
+    choice = finetune.lr_choice(search)
+    if choice["interior"]:
+        assert search.steps.min() > 0 and search.train_n.min() > 0  # the budget is stated beside the choice
+        return
+    extensions = len(search) - len(g["lr_candidates"])
+    if search.empty or len(search) < len(g["lr_candidates"]) or (choice["edge"] and extensions < g["lr_max_extensions"]):
+        pytest.skip(f"the {init} search has not finished ({len(search)} rates run)")
+    pytest.fail(f"the {init} search chose {choice['lr']:.0e}, not interior ({choice}); extend lr_max_extensions")
