@@ -242,6 +242,9 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         # Random-init frozen probe: BatchNorm statistics re-estimated on these training images (an
         # untrained network has none; without them activations vanish or explode with depth).
         "bn_recalibration_images": 5000,
+        # What the random-features baseline sees at an earlier depth: probes on the pooled output of the first 14
+        # of MobileNetV2's 19 feature blocks (96 channels, a 4x4 map at 64 px), both inits, the probe seeds.
+        "probe_block": 14,
         # The gap against the training budget (He, Girshick & Dollar 2019's question: does training from scratch
         # catch up?): the end-to-end column at these epochs, each run its own cosine schedule over its own
         # length, at the learning rate each init's search chose; seeds per budget (the 15-epoch runs are the

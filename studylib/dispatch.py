@@ -79,6 +79,7 @@ def _grid(profile: str, kw: dict, *, cells: bool, efficiency: bool) -> list["Pen
     if cells:
         _ensure_each(j for cell in finetune.cell_jobs(profile, **kw).values() for j in cell)
         _ensure_each(j for cell in finetune.budget_jobs(profile, **kw).values() for j in cell)
+        _ensure_each(j for cell in finetune.block_probe_jobs(profile, **kw).values() for j in cell)
     if efficiency:
         _ensure_each(j for cell in finetune.efficiency_jobs(profile, **kw).values() for j in cell)
     # each cell's rate is searched on its own training-set size: the full-data cells' search, and one per

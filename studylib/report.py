@@ -586,6 +586,24 @@ def random_baseline_note(profile: str) -> str:
             "by construction; the frozen column's gap says how much of ImageNet's value is in the features as they are.")
 
 
+def depth_probes(grid: dict, profile: str, *, data_dir=None, device: str = "auto") -> pd.DataFrame:
+    """Training and test accuracy of the frozen cells' probes on the whole backbone (the grid's) beside the same
+    probes on an earlier block (``finetune.block_probe_jobs``), per init: mean over the probe seeds. Missing
+    block probes are trained when this mode trains, else listed by their command in the table."""
+    from .recipes import finetune
+
+    g = config.grid("controlled", profile)
+    rows = []
+    for init, jobs in finetune.block_probe_jobs(profile, data_dir=data_dir, device=device).items():
+        for where, rs in (("the whole backbone (pooled, the grid's probe)", grid["runs"].get(("probe", init), [])),
+                          (f"first {g['probe_block']} blocks (pooled)", [r for r in (j.ensure() for j in jobs) if r.done])):
+            rows.append({"init": init, "features": where, "seeds": len(rs),
+                         "train acc (%)": 100 * np.mean([r.metrics["train_acc"] for r in rs]) if rs else np.nan,
+                         "test acc (%)": 100 * np.mean([r.metrics["test_acc"] for r in rs]) if rs else np.nan,
+                         "feature width": rs[0].metrics["features"]["train"].get("dim", np.nan) if rs else np.nan})
+    return pd.DataFrame(rows)
+
+
 def probe_searches(cell_runs: dict) -> pd.DataFrame:
     """One row per finished L-BFGS probe of a grid's {cell: [runs]}: the L2 strengths tried with their
     validation accuracy, the one chosen, whether it is interior, and whether every fit converged."""

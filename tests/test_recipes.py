@@ -306,3 +306,19 @@ def test_shipped_learning_rate_searches_choose_an_interior_rate(init, real_data_
     if search.empty or len(search) < len(g["lr_candidates"]) or (choice["edge"] and extensions < g["lr_max_extensions"]):
         pytest.skip(f"the {init} search has not finished ({len(search)} rates run)")
     pytest.fail(f"the {init} search chose {choice['lr']:.0e}, not interior ({choice}); extend lr_max_extensions")
+
+
+def test_earlier_block_probes_are_keyed_apart_from_the_whole_backbone(real_data_dir, monkeypatch):
+    """A probe on the first blocks is another network: its feature caches and run never share a key with the
+    grid's whole-backbone probe, and its command names the block (nothing is extracted here)."""
+    from studylib.recipes import linear_probe
+
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(real_data_dir))
+    whole = linear_probe.probe_job("imagenet", "quick", 0)
+    block = config.grid("controlled", "quick")["probe_block"]
+    part = finetune.block_probe_jobs("quick")["imagenet"][0]
+    assert part.run.id != whole.run.id and part.run.key["model"].endswith(f"@block{block}")
+    assert {j.run.id for j in part.needs}.isdisjoint(j.run.id for j in whole.needs)
+    assert part.command.endswith(f"--only probe --inits imagenet --seeds 0 --block {block}")
+    net = linear_probe.truncated(backbones.build_transfer("mobilenet_v2_float", size=32), block)
+    assert net.features(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, 96)  # block 14: 96 channels

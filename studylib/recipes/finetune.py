@@ -216,6 +216,15 @@ def probe_job(init: str, profile: str, seed: int, *, per_class: int | None = Non
                                   strategy=CELL_LABELS[("probe", init)])
 
 
+def block_probe_jobs(profile: str = "full", *, data_dir=None, device: str = "auto") -> dict:
+    """{init: [Job per seed]}: the frozen cells' probe on the pooled output of an earlier block (``probe_block``),
+    for both inits alike: how much the random-features baseline depends on the network's depth."""
+    g = config.grid("controlled", profile)
+    return {init: [linear_probe.probe_job(init, profile, s, data_dir=data_dir, device=device, block=g["probe_block"],
+                                          strategy=f"{CELL_LABELS[('probe', init)]}, block {g['probe_block']}")
+                   for s in probe_seeds(init, g["probe_seeds"])] for init in INITS}
+
+
 def probe_seeds(init: str, seeds) -> tuple:
     """The seeds a probe cell runs: each a fresh random backbone for random init; ImageNet features and a
     convex fit do not depend on the seed, so its cell runs once (its seeds would be copies)."""
@@ -317,12 +326,22 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=None, help="default: the grid's")
     ap.add_argument("--per-class", type=int, nargs="*", default=None,
                     help="data efficiency: only these labelled images per class (default: the grid's)")
+    ap.add_argument("--block", type=int, default=None,
+                    help="with --only probe: the earlier-block probes (must be the grid's probe_block)")
     ap.add_argument("--epochs", type=int, nargs="*", default=None,
                     help="training budget: only these epoch counts (default: the grid's budget_epochs)")
     args = ap.parse_args(argv)
     g = config.grid("controlled", args.profile)
+    if args.block is not None and args.block != g["probe_block"]:
+        ap.error(f"--block {args.block}: the grid probes block {g['probe_block']} (config probe_block)")
     kw = dict(device=args.device)
-    if "probe" in args.only:
+    if "probe" in args.only and args.block:  # --block N: the earlier-block probes (config probe_block)
+        for init, cell in block_probe_jobs(args.profile, **kw).items():
+            for j in cell if init in args.inits else ():
+                if args.seeds is None or j.run.key["seed"] in args.seeds:
+                    m = j.train().metrics
+                    print(f"probe {init} seed {m['seed']}, block {args.block}: {100 * m['test_acc']:.2f}%", flush=True)
+    elif "probe" in args.only:
         for init in args.inits:
             for seed in args.seeds if args.seeds is not None else probe_seeds(init, g["probe_seeds"]):
                 run = probe_job(init, args.profile, seed, **kw).train()

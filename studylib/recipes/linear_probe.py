@@ -24,8 +24,10 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .. import config, data, features, runs, tuning
+from ..models import backbones
 from . import heads
 
 KIND = "lbfgs_probe"
@@ -68,9 +70,10 @@ def accuracy(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor)
 
 
 def probe_features(init: str, profile: str, seed: int, *, data_dir=None, device: str = "auto",
-                   precision: str | None = None) -> heads.Features:
+                   precision: str | None = None, block: int | None = None) -> heads.Features:
     """The grid's backbone at the grid's size, ImageNet-initialised or random (seeded; BatchNorm statistics
-    re-estimated on the profile's ``bn_recalibration_images`` training images), on the profile's data."""
+    re-estimated on the profile's ``bn_recalibration_images`` training images), on the profile's data;
+    ``block``: the pooled output of its first ``block`` feature blocks instead of the whole backbone."""
     g = config.grid("controlled", profile)
     model = None
     if init == "random":
@@ -80,17 +83,33 @@ def probe_features(init: str, profile: str, seed: int, *, data_dir=None, device:
         bn_idx = torch.as_tensor(np.sort(np.random.default_rng(cfg["subset_seed"]).permutation(len(train))[:n]))
         model = heads.random_init_backbone(g["backbone"], size=g["size"], seed=seed, bn_images=train.images[bn_idx],
                                            profile=profile)
+    if block is not None:
+        model = truncated(model or backbones.build_transfer(g["backbone"], size=g["size"]), block)
     return heads.features_of(g["backbone"], profile, size=g["size"], model=model, data_dir=data_dir, device=device,
                              progress=False, precision=precision)
 
 
+def truncated(model: backbones.TransferNet, block: int) -> backbones.TransferNet:
+    """``model`` cut after its first ``block`` feature blocks (MobileNetV2's ``features[:block]``), globally
+    average-pooled: a frozen network of its own, named so its features are keyed apart from the whole
+    backbone's. A random backbone's BatchNorm statistics are estimated first (on its first whole forward)."""
+    with torch.no_grad():
+        model.eval().features(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))  # runs random_init_backbone's estimate
+    body = nn.Sequential(model.backbone.features[:block], nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():
+        width = body(model.preprocess(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))).shape[1]
+    return backbones.TransferNet(f"{model.name}@block{block}", model.preprocess, body, nn.Linear(width, 10),
+                                 {**model.provenance, "block": block}, frozen=True)
+
+
 def probe_job(init: str, profile: str, seed: int, *, per_class: int | None = None, data_dir=None,
-              device: str = "auto", strategy: str = "frozen backbone + linear probe") -> runs.Job:
+              device: str = "auto", strategy: str = "frozen backbone + linear probe", block: int | None = None) -> runs.Job:
     """The grid's frozen cell ``init`` (a fresh random backbone per ``seed`` for random init; ImageNet features do
-    not depend on the seed) on all training images or ``per_class`` per class; ``strategy`` labels it."""
+    not depend on the seed) on all training images or ``per_class`` per class; ``strategy`` labels it;
+    ``block``: probing the pooled output of the first ``block`` feature blocks (``truncated``)."""
     r = config.recipe(KIND, profile)
     cfg = config.get_profile(profile)
-    feats = probe_features(init, profile, seed, data_dir=data_dir, device=device, precision=r["features"])
+    feats = probe_features(init, profile, seed, data_dir=data_dir, device=device, precision=r["features"], block=block)
     idx, _ = heads.subset_indices(feats.train.labels, per_class=per_class, val_fraction=None,
                                   subset_seed=cfg["subset_seed"])
     if per_class is not None and len(idx) == len(feats.train):
@@ -135,7 +154,9 @@ def probe_job(init: str, profile: str, seed: int, *, per_class: int | None = Non
                    files={runs.WEIGHTS_FILE: {"weight": w.T.contiguous(), "bias": b, "mean": mean, "std": std}})
 
     command = f"python -m studylib.recipes.finetune --profile {profile} --only probe --inits {init} --seeds {seed}"
-    if per_class is not None:
+    if block is not None:
+        command += f" --block {block}"
+    elif per_class is not None:
         command = (f"python -m studylib.recipes.finetune --profile {profile} --only efficiency --inits {init} "
                    f"--seeds {seed} --per-class {per_class}")
     return runs.Job(run, compute, command, needs=feats.cache_jobs(command))
