@@ -351,31 +351,45 @@ def _finished(job) -> bool:
 
 def run_local(plan: Plan, *, workers: int = 1, replan: Callable[[], Plan] | None = None, poll_s: float = 1.0) -> list[str]:
     """Run the plan on this machine in ``workers`` processes (submitit's LocalExecutor): an item starts once what
-    it waits for has finished; when a round ends, ``replan`` (if given) plans again so that runs pending on a
-    search are computed too. Prints a line per finished job; returns the ids that failed (with their log tails)."""
+    it waits for has finished. With ``replan``, the plan is made again as soon as a run that a pending line waits
+    for has finished (a search's round: its next rate, or the runs at its choice, start next, ahead of the rest)
+    and when everything queued has run. Prints a line per finished job; returns the ids that failed (with their
+    log tails)."""
     import submitit
 
     executor = submitit.LocalExecutor(folder=dispatch_dir() / "jobs")
     executor.update_parameters(timeout_min=7 * 24 * 60)  # no time limit here: a run resumes from its checkpoint anyway
     failed: list[str] = []
-    attempted: set[str] = set()
+    submitted: set[str] = set()
+    todo = list(plan.items)
+    items = {i.id: i for i in plan.items}
+    running: dict[str, Any] = {}
+    done_ok: set[str] = set()
+    t0 = time.perf_counter()
+
+    def merge(new: Plan) -> None:
+        """The new plan replaces the queue (a run it no longer lists is dropped: finished elsewhere, or no longer
+        wanted); its items not queued before go first: they are what a finished search unlocked."""
+        nonlocal plan, todo
+        fresh = [i for i in new.items if i.id not in submitted and i.id not in items]
+        listed = {i.id for i in new.items}
+        items.update({i.id: i for i in new.items})
+        todo = fresh + [i for i in todo if i.id in listed and i not in fresh]
+        plan = new
+        if fresh:
+            print(f"planned again: {len(fresh)} new run(s) first: {', '.join(i.id for i in fresh)}", flush=True)
+
     while True:
-        todo = [i for i in plan.items if i.id not in attempted]
-        if not todo:
-            break
-        ids = {i.id for i in todo}
-        running: dict[str, Any] = {}
-        done_ok: set[str] = set()
-        t0, n = time.perf_counter(), len(todo)
         while todo or running:
             for item in list(todo):
-                blocked = [w for w in item.waits_for if w in ids and w not in done_ok]
+                blocked = [w for w in item.waits_for if w in items and w not in done_ok]
                 if any(w in failed for w in blocked):
                     todo.remove(item)
                     failed.append(item.id)
                     print(f"skipped {item.id}: {', '.join(w for w in blocked if w in failed)} failed", flush=True)
                 elif not blocked and len(running) < workers:
                     todo.remove(item)
+                    submitted.add(item.id)
                     running[item.id] = executor.submit(_command_fn(item))
                     _record_state({item.id: running[item.id]}, {item.id: item}, "local")
             for iid, job in list(running.items()):
@@ -383,17 +397,20 @@ def run_local(plan: Plan, *, workers: int = 1, replan: Callable[[], Plan] | None
                     del running[iid]
                     ok = _finished(job)
                     (done_ok.add if ok else failed.append)(iid)
-                    _record_state({iid: job}, {i.id: i for i in plan.items}, "local")
-                    print(f"[{len(done_ok) + len([f for f in failed if f in ids])}/{n}] {iid}: "
+                    _record_state({iid: job}, items, "local")
+                    print(f"[{len(done_ok) + len(failed)}/{len(submitted) + len(todo)}] {iid}: "
                           f"{'finished' if ok else 'FAILED'} ({(time.perf_counter() - t0) / 60:.1f} min since start)",
                           flush=True)
                     if not ok:
                         print(log_tail(job), flush=True)
+                    elif replan is not None and any(iid in p.waits_for for p in plan.pending):
+                        merge(replan())
             time.sleep(poll_s if running else 0)
-        attempted |= ids
         if replan is None:
             break
-        plan = replan()
+        merge(replan())
+        if not todo:
+            break
     return failed
 
 

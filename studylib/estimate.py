@@ -119,8 +119,10 @@ def work(profile: str) -> list[dict]:
     grid_imgs = (len(g["seeds"]) * 2 * ft["epochs"] * (n_train + EVAL_COST * n_test)
                  # each init's search: the starting grid plus one extension, on the training set less validation
                  + 2 * (len(g["lr_candidates"]) + 1) * ls["epochs"] * n_train * (1 - ls["val_fraction"])
-                 + len(g["efficiency_seeds"]) * 2 * sum(ft["epochs"] * 10 * pc + EVAL_COST * n_test
-                                                        for pc in g["efficiency_per_class"]))
+                 # each data-efficiency size: its search and its points, at equal steps (efficiency_epoch_images)
+                 + (len(g["efficiency_seeds"]) + len(g["lr_candidates"]) + 1) * 2 * sum(
+                     g["efficiency_epochs"] * (max(10 * pc, g["efficiency_epoch_images"]) + EVAL_COST * n_test)
+                     for pc in g["efficiency_per_class"]))
     points = sum(max(10 * pc, de["min_epoch_images"]) for pc in de["train_per_class"]) * len(de["scratch_seeds"])
     res = config.grid("resolution", profile)
     res_imgs = sum((s_ / 224) ** 2 * (10 * (res["train_per_class"] or 5000) + n_test)

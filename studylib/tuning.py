@@ -43,7 +43,8 @@ def extend_until_interior(start: Sequence[float], measure: Callable[[float], dic
     now) for each value of ``start``, then one half-decade past the best's edge at a time, until the best is
     interior, it sits beside a tie, or ``max_extensions`` values were added. Where a round has a None, the
     search stops after that round (every value of the round is still asked for, so a planner sees them all):
-    the table is the search as far as it has run. Rows sorted by ``column``."""
+    the table is the search as far as it has run, and ``table.attrs["complete"]`` is False (``complete``).
+    Rows sorted by ``column``."""
     grid, rows, tried = sorted(start), [], set()
     while True:
         missing = False
@@ -55,8 +56,22 @@ def extend_until_interior(start: Sequence[float], measure: Callable[[float], dic
                 continue
             rows.append({column: v, **row})
         if missing:
-            return pd.DataFrame(rows).sort_values(column, ignore_index=True) if rows else pd.DataFrame(rows)
+            return _table(rows, column, complete=False)
         c = choice(pd.DataFrame(rows), column, score)
         if c["interior"] or c["edge"] is None or len(grid) - len(start) >= max_extensions:
-            return pd.DataFrame(rows).sort_values(column, ignore_index=True)
+            return _table(rows, column, complete=True)
         grid = sorted([*grid, next_value(c[column], up=c["edge"] == "top")])
+
+
+def _table(rows: list[dict], column: str, *, complete: bool) -> pd.DataFrame:
+    t = pd.DataFrame(rows)
+    t = t.sort_values(column, ignore_index=True) if rows else t
+    t.attrs["complete"] = complete
+    return t
+
+
+def complete(table: pd.DataFrame) -> bool:
+    """Whether a search of ``extend_until_interior`` has finished by its rule (a table from elsewhere, e.g. read
+    back from a results file, counts as finished): only then is its choice the choice; a search still running
+    may yet move it, so nothing may be trained at its provisional best."""
+    return bool(table.attrs.get("complete", True))

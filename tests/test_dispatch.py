@@ -184,3 +184,32 @@ def test_sigkilled_worker_run_resumes_from_its_checkpoint(real_data_dir, artifac
     out = subprocess.run(item.exec, cwd=config.PROJ_ROOT, env=env, capture_output=True, text=True, check=True).stdout
     assert "resuming" in out and "after epoch 1/" in out, out
     assert (artifact_root / "quick" / item.id / "metrics.json").exists() and not lock.exists()
+
+
+@pytest.mark.e2e  # four submitit jobs: each starts a Python process of its own
+def test_local_executor_plans_again_when_a_search_round_finishes_and_runs_what_it_unlocked_first(artifact_root,
+                                                                                                tmp_path):
+    """A search's next rates (or the runs at its choice) must not wait for every other queued run: once a run that a
+    pending line waits for finishes, the plan is made again and its new items go first. Runs the new plan no longer
+    lists are dropped (never trained at a provisional choice)."""
+    log = tmp_path / "order.log"
+
+    def item(name, waits=()):
+        argv = [sys.executable, "-c", f"open({str(log)!r}, 'a').write({name!r} + '\\n')"]
+        return dispatch.Item(f"toy/{name}", "toy", "12", name, argv, 1.0, list(waits), "quick")
+
+    search, probe_a, probe_b, stale = item("search"), item("probe_a"), item("probe_b"), item("stale")
+    first = dispatch.Plan("quick", [search, probe_a, stale, probe_b],
+                          [dispatch.Pending("cells", 1, ["toy/search"], "cmd")], "toy")
+    calls = []
+
+    def replan():
+        calls.append(log.read_text().split())
+        done = set(calls[-1])
+        left = [i for i in (probe_a, probe_b) if i.command not in done]
+        return dispatch.Plan("quick", [item("cell")] + left if "cell" not in done else left, [], "toy")
+
+    assert dispatch.run_local(first, replan=replan, poll_s=0.05) == []
+    order = log.read_text().split()
+    assert order == ["search", "cell", "probe_a", "probe_b"], order  # "stale" left the plan: never run
+    assert calls[0] == ["search"]

@@ -232,6 +232,23 @@ def test_lr_search_extends_the_grid_until_the_choice_is_interior(monkeypatch):
     assert {"train_acc", "steps", "train_n", "val_n"} <= set(search.columns)  # the budget beside every choice
 
 
+def test_an_unfinished_search_chooses_nothing_so_no_run_trains_at_its_provisional_best(monkeypatch):
+    """The plan of 2026-12-07 queued 15-epoch and 60-epoch runs at 1e-3 / 3e-4 while both searches were still
+    running (one of them with its best at the grid's edge): a search as far as it has run must choose nothing."""
+    import math
+    peak, finished = 3e-2, {3e-4, 1e-3}  # 3e-3 not trained yet: the first round is incomplete
+    monkeypatch.setattr(finetune, "job", lambda init, profile, *, lr, **kw: type("J", (), {
+        "run": _FakeSearchRun(lr, 1 - abs(math.log10(lr / peak))) if lr in finished else
+        type("R", (), {"done": False})()})())
+    search = finetune.lr_search("random", "full", train=False)
+    assert list(search.lr) == pytest.approx(sorted(finished)) and finetune.lr_choice(search)["lr"] == pytest.approx(1e-3)
+    assert finetune.choose_lr(search) is None
+    assert finetune.cell_jobs("full", train=False)[("finetune", "random")] == []
+    assert not any(init == "random" for init, _ in finetune.budget_jobs("full", train=False))
+    finished |= {3e-3, 1e-2, 3e-2, 1e-1}  # the search ran to an interior choice
+    assert finetune.choose_lr(finetune.lr_search("random", "full", train=False)) == pytest.approx(3e-2)
+
+
 def test_next_value_walks_the_half_decade_ladder():
     from studylib import tuning
     assert tuning.next_value(3e-3, up=True) == pytest.approx(1e-2)

@@ -78,13 +78,14 @@ def describe_differences(diffs: dict[str, tuple]) -> list[str]:
 # ---------------------------------------------------------------------------------------
 def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float | None = None,
         per_class: int | None = None, val_fraction: float | None = None, epochs: int | None = None,
-        size: int | None = None, backbone: str | None = None, data_dir=None, device: str = "auto",
-        progress: bool | None = None) -> runs.Job:
+        epoch_images: int | None = None, size: int | None = None, backbone: str | None = None, data_dir=None,
+        device: str = "auto", progress: bool | None = None) -> runs.Job:
     """``backbone`` (default: the grid's) at ``size`` px, initialised from ImageNet or at random, trained end
     to end with the "finetune" recipe at learning rate ``lr``.
 
     ``per_class``: a stratified training subset (drawn by subset_seed); ``val_fraction``: evaluate on a
-    validation split held out of it instead of the test set (learning-rate search)."""
+    validation split held out of it instead of the test set (learning-rate search); ``epoch_images``: the
+    subset's training images repeated whole until an epoch holds at least that many (equal steps per size)."""
     if init not in INITS:
         raise KeyError(f"init must be one of {INITS}, got {init!r}")
     g = config.grid("controlled", profile)
@@ -99,6 +100,10 @@ def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float 
                                         subset_seed=cfg["subset_seed"])
     if per_class is not None and len(idx) == len(train):
         per_class = None
+    subset = {"per_class": per_class, "val_fraction": val_fraction, "subset_seed": cfg["subset_seed"]}
+    if epoch_images is not None and len(idx) < epoch_images:
+        subset["repeats"] = len(heads.repeat_to(idx, epoch_images)) // len(idx)  # keyed only where it repeats
+        idx = heads.repeat_to(idx, epoch_images)
     fit_split = train.subset(idx)
     eval_split = train.subset(val_idx) if val_idx is not None else test
     weights_key = None
@@ -106,8 +111,7 @@ def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float 
         weights_key = backbones.build_transfer(backbone, size=size).provenance["sha256"]
     key = {"model": backbone, "engine": engine.ENGINE_VERSION, "init": init, "size": size, "weights_sha256": weights_key,
            "recipe": {k: v for k, v in r.items() if k != "label"},
-           "subset": {"per_class": per_class, "val_fraction": val_fraction, "subset_seed": cfg["subset_seed"]},
-           "data": {"train": data.split_key(fit_split), "eval": data.split_key(eval_split)}}
+           "subset": subset, "data": {"train": data.split_key(fit_split), "eval": data.split_key(eval_split)}}
     run = runs.Run("finetune", backbone, key, profile)
     eval_name = "val" if val_idx is not None else "test"
 
@@ -119,7 +123,8 @@ def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float 
         crop_flip = augment.CropFlip(r["augment"]["crop_padding"], r["augment"]["hflip_p"])
         opt = torch.optim.Adam(model.parameters(), lr=r["optimizer"]["lr"], weight_decay=r["optimizer"]["weight_decay"])
         meta = {"model": backbone, "recipe": "finetune", "init": init, "seed": r["seed"], "size": size,
-                "lr": r["optimizer"]["lr"], "train_images": len(fit_split), "weights": model.provenance,
+                "lr": r["optimizer"]["lr"], "train_images": len(fit_split) // subset.get("repeats", 1),
+                "epoch_images": len(fit_split), "weights": model.provenance,
                 "strategy": CELL_LABELS[("finetune", init)]}
         plan = engine.Plan(
             epochs=r["epochs"], optimizer=opt,
@@ -137,8 +142,8 @@ def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float 
         engine.fit(run, model, plan, test_labels=eval_split.labels, train_n=len(fit_split), device=device,
                    precision=r["precision"], progress=progress, eval_name=eval_name)
 
-    budget = epochs if epochs is not None and val_idx is None and epochs != config.recipe("finetune", profile)["epochs"] \
-        else None
+    budget = epochs if epochs is not None and val_idx is None and per_class is None \
+        and epochs != config.recipe("finetune", profile)["epochs"] else None
     return runs.Job(run, fit, _command(profile, init, r["seed"], per_class=per_class, lr_search=val_idx is not None,
                                        epochs=budget))
 
@@ -169,16 +174,19 @@ def load(run: runs.Run) -> backbones.TransferNet:
 def lr_search(init: str, profile: str = "full", *, per_class: int | None = None, data_dir=None, device: str = "auto",
               train: bool = True) -> pd.DataFrame:
     """Validation accuracy of each learning rate tried for the end-to-end row ``init`` on ``per_class`` images per
-    class (None: the whole training set), the cell's own training-set size: short runs (``lr_search``'s epochs)
-    on that set minus a stratified validation split held out of it (never the test set). The grid starts at
+    class (None: the whole training set), the cell's own training-set size: short runs (``lr_search``'s epochs;
+    a data-efficiency size: the equal-step schedule its points train, ``efficiency_epochs`` x
+    ``efficiency_epoch_images``) on that set minus a stratified validation split held out of it (never the test set). The grid starts at
     ``lr_candidates`` and grows by ``tuning.extend_until_interior``'s rule (at most ``lr_max_extensions``
     values added). ``train=False``: only the finished runs (the search as far as it has run)."""
     g = config.grid("controlled", profile)
     s = g["lr_search"]
+    schedule = ({"epochs": s["epochs"]} if per_class is None else  # a small size: the schedule its points train
+                {"epochs": g["efficiency_epochs"], "epoch_images": g["efficiency_epoch_images"]})
 
     def measure(lr: float) -> dict | None:
         j = job(init, profile, seed=s["seed"], lr=lr, per_class=per_class, val_fraction=s["val_fraction"],
-                epochs=s["epochs"], data_dir=data_dir, device=device, progress=False)
+                **schedule, data_dir=data_dir, device=device, progress=False)
         run = j.ensure() if train else j.run
         if not run.done:
             return None
@@ -187,8 +195,8 @@ def lr_search(init: str, profile: str = "full", *, per_class: int | None = None,
                 "val_n": m["val_n"], "train_n": m["train_n"], "epochs": m["epochs"], "steps": m["steps"],
                 "train_seconds": m["train_seconds"], "device": m["device"], "run": run.id}
 
-    return tuning.extend_until_interior(g["lr_candidates"], measure, column="lr",
-                                        max_extensions=g["lr_max_extensions"]).reindex(columns=LR_COLUMNS)
+    t = tuning.extend_until_interior(g["lr_candidates"], measure, column="lr", max_extensions=g["lr_max_extensions"])
+    return t.reindex(columns=LR_COLUMNS)  # reindex keeps attrs["complete"]
 
 
 LR_COLUMNS = ["init", "lr", "val_acc", "train_acc", "val_n", "train_n", "epochs", "steps", "train_seconds", "device",
@@ -201,8 +209,9 @@ def lr_choice(search: pd.DataFrame) -> dict:
 
 
 def choose_lr(search: pd.DataFrame) -> float | None:
-    """The chosen learning rate of a search (``lr_choice``); None when nothing was searched."""
-    return lr_choice(search)["lr"]
+    """The chosen learning rate of a finished search (``lr_choice``); None while the search has not finished by
+    its rule (``tuning.complete``): runs at a provisional best would be trained at a rate the search may yet move."""
+    return lr_choice(search)["lr"] if tuning.complete(search) else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,9 +257,11 @@ def cell_jobs(profile: str = "full", *, data_dir=None, device: str = "auto", tra
 
 def efficiency_jobs(profile: str = "full", *, data_dir=None, device: str = "auto", train: bool = True) -> dict:
     """Both columns' pairs (ImageNet vs random init) on stratified subsets (notebook 09), by cell:
-    {(training, init, images per class): [Job per seed]}. Every point trains its recipe's 15 epochs over
-    its subset, the end-to-end cells at the learning rate searched on that subset (``lr_search(per_class=)``;
-    a size whose search has not run is absent); step counts are recorded."""
+    {(training, init, images per class): [Job per seed]}. Every end-to-end point trains the same number of
+    optimiser steps, whatever its size (``efficiency_epochs`` epochs of ``efficiency_epoch_images`` images, its
+    subset repeated; the full-data point at those steps is the matching training-budget point), at the learning
+    rate searched on that size with that schedule (``lr_search(per_class=)``; a size whose search has not
+    finished is absent); step counts are recorded."""
     g = config.grid("controlled", profile)
     out = {}
     for init in INITS:
@@ -260,7 +271,9 @@ def efficiency_jobs(profile: str = "full", *, data_dir=None, device: str = "auto
         for pc in g["efficiency_per_class"]:
             lr = choose_lr(lr_search(init, profile, per_class=pc, data_dir=data_dir, device=device, train=train))
             if lr is not None:
-                out[("finetune", init, pc)] = [job(init, profile, seed=s, lr=lr, per_class=pc, data_dir=data_dir,
+                out[("finetune", init, pc)] = [job(init, profile, seed=s, lr=lr, per_class=pc,
+                                                   epochs=g["efficiency_epochs"],
+                                                   epoch_images=g["efficiency_epoch_images"], data_dir=data_dir,
                                                    device=device) for s in g["efficiency_seeds"]]
     return out
 
