@@ -76,12 +76,18 @@ def _grid(profile: str, kw: dict, *, cells: bool, efficiency: bool) -> list["Pen
     """The controlled grid's runs; end-to-end runs whose learning-rate search is unfinished are pending."""
     from .recipes import finetune
     g, pending = config.grid("controlled", profile), []
+    # the order runs are planned in, the order an executor computes them: the searches (inside cell_jobs), the
+    # grid's cells and probes, the budget points up to the cells' epochs (both inits per budget), the data-efficiency
+    # pairs, then the longer budget points, longest last
+    budget = sorted(finetune.budget_jobs(profile, **kw).items(), key=lambda kv: (kv[0][1], kv[0][0])) if cells else []
+    short = config.recipe("finetune", profile)["epochs"]
     if cells:
         _ensure_each(j for cell in finetune.cell_jobs(profile, **kw).values() for j in cell)
-        _ensure_each(j for cell in finetune.budget_jobs(profile, **kw).values() for j in cell)
         _ensure_each(j for cell in finetune.block_probe_jobs(profile, **kw).values() for j in cell)
+        _ensure_each(j for (_, epochs), cell in budget if epochs <= short for j in cell)
     if efficiency:
         _ensure_each(j for cell in finetune.efficiency_jobs(profile, **kw).values() for j in cell)
+    _ensure_each(j for (_, epochs), cell in budget if epochs > short for j in cell)
     # each cell's rate is searched on its own training-set size: the full-data cells' search, and one per
     # data-efficiency size
     sizes = ([None] if cells else []) + (list(g["efficiency_per_class"]) if efficiency else [])
@@ -352,8 +358,8 @@ def _finished(job) -> bool:
 def run_local(plan: Plan, *, workers: int = 1, replan: Callable[[], Plan] | None = None, poll_s: float = 1.0) -> list[str]:
     """Run the plan on this machine in ``workers`` processes (submitit's LocalExecutor): an item starts once what
     it waits for has finished. With ``replan``, the plan is made again as soon as a run that a pending line waits
-    for has finished (a search's round: its next rate, or the runs at its choice, start next, ahead of the rest)
-    and when everything queued has run. Prints a line per finished job; returns the ids that failed (with their
+    for has finished (a search's round: its next rate, or the runs at its choice, take their planned place in the
+    queue instead of waiting for everything queued) and when everything queued has run. Prints a line per finished job; returns the ids that failed (with their
     log tails)."""
     import submitit
 
@@ -368,16 +374,15 @@ def run_local(plan: Plan, *, workers: int = 1, replan: Callable[[], Plan] | None
     t0 = time.perf_counter()
 
     def merge(new: Plan) -> None:
-        """The new plan replaces the queue (a run it no longer lists is dropped: finished elsewhere, or no longer
-        wanted); its items not queued before go first: they are what a finished search unlocked."""
+        """The new plan replaces the queue, in its order (a run it no longer lists is dropped: finished elsewhere,
+        or no longer wanted; a run it unlocked takes its planned place, e.g. a search's next rate before the rest)."""
         nonlocal plan, todo
         fresh = [i for i in new.items if i.id not in submitted and i.id not in items]
-        listed = {i.id for i in new.items}
         items.update({i.id: i for i in new.items})
-        todo = fresh + [i for i in todo if i.id in listed and i not in fresh]
+        todo = [i for i in new.items if i.id not in submitted]
         plan = new
         if fresh:
-            print(f"planned again: {len(fresh)} new run(s) first: {', '.join(i.id for i in fresh)}", flush=True)
+            print(f"planned again: {len(fresh)} new run(s): {', '.join(i.id for i in fresh)}", flush=True)
 
     while True:
         while todo or running:

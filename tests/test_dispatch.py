@@ -190,8 +190,8 @@ def test_sigkilled_worker_run_resumes_from_its_checkpoint(real_data_dir, artifac
 def test_local_executor_plans_again_when_a_search_round_finishes_and_runs_what_it_unlocked_first(artifact_root,
                                                                                                 tmp_path):
     """A search's next rates (or the runs at its choice) must not wait for every other queued run: once a run that a
-    pending line waits for finishes, the plan is made again and its new items go first. Runs the new plan no longer
-    lists are dropped (never trained at a provisional choice)."""
+    pending line waits for finishes, the plan is made again and the queue follows its order. Runs the new plan no
+    longer lists are dropped (never trained at a provisional choice)."""
     log = tmp_path / "order.log"
 
     def item(name, waits=()):
