@@ -77,13 +77,15 @@ def _grid(profile: str, kw: dict, *, cells: bool, efficiency: bool) -> list["Pen
     from .recipes import finetune
     g, pending = config.grid("controlled", profile), []
     # the order runs are planned in, the order an executor computes them: the searches (inside cell_jobs), the
-    # grid's cells and probes, the budget points up to the cells' epochs (both inits per budget), the data-efficiency
-    # pairs, then the longer budget points, longest last
+    # probes (minutes each), the grid's end-to-end cells, the budget points up to the cells' epochs (both inits per
+    # budget), the data-efficiency pairs, then the longer budget points, longest last
     budget = sorted(finetune.budget_jobs(profile, **kw).items(), key=lambda kv: (kv[0][1], kv[0][0])) if cells else []
     short = config.recipe("finetune", profile)["epochs"]
     if cells:
-        _ensure_each(j for cell in finetune.cell_jobs(profile, **kw).values() for j in cell)
+        grid = finetune.cell_jobs(profile, **kw)
+        _ensure_each(j for (training, _), cell in grid.items() if training == "probe" for j in cell)
         _ensure_each(j for cell in finetune.block_probe_jobs(profile, **kw).values() for j in cell)
+        _ensure_each(j for (training, _), cell in grid.items() if training != "probe" for j in cell)
         _ensure_each(j for (_, epochs), cell in budget if epochs <= short for j in cell)
     if efficiency:
         _ensure_each(j for cell in finetune.efficiency_jobs(profile, **kw).values() for j in cell)
