@@ -201,13 +201,15 @@ against runs/MANIFEST.json).</p>
 """
 
 
-def answer_html(out_dir: Path) -> str:
+def answer_html(out_dir: Path, profile: str) -> str:
     """The top of the index page: the generated bottom line (notebook 12), the headline table (05) and the
-    controlled grid's figure, read from this report's results; absent parts say which notebook writes them."""
+    controlled grid's figure, read from this report's results (``results/<profile>/``); absent parts say which
+    notebook writes them."""
     from studylib import headline
 
     parts = []
-    bottom = out_dir / "results" / "bottom_line.json"
+    results_dir = out_dir / "results" / profile
+    bottom = results_dir / "bottom_line.json"
     if bottom.exists():
         lines = json.loads(bottom.read_text())["lines"]
         parts.append('<div class="answer">' + markdown_lines(lines) + "</div>")
@@ -217,7 +219,7 @@ def answer_html(out_dir: Path) -> str:
     if figure:
         parts.append(f'<img alt="the controlled grid" style="max-width:100%" src="{figure}">')
     try:
-        parts.append("<h2>Benchmark table</h2>" + markdown_lines(headline.table(out_dir / "results").splitlines()))
+        parts.append("<h2>Benchmark table</h2>" + markdown_lines(headline.table(results_dir).splitlines()))
     except FileNotFoundError:
         parts.append("<p><i>The benchmark table is written by notebook 05; it has not run in this report.</i></p>")
     return "\n".join(parts)
@@ -285,7 +287,7 @@ def write_index(rows: list[dict], profile: str, total_s: float, out: Path, prove
 .answer{{background:#f4f7fb;border-left:4px solid #2b6cb0;padding:0.5em 1.2em}}</style>
 </head><body>
 <h1>How much does a pretrained ImageNet backbone help on CIFAR-10?</h1>
-{answer_html(out.parent)}
+{answer_html(out.parent, profile)}
 <h2>The notebooks</h2>
 <p>Profile <b>{html.escape(profile)}</b> ({html.escape(mode)}). Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}
 with Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads.
@@ -294,7 +296,7 @@ Total wall time {total_s / 60:.1f} min.</p>
 {''.join(items)}
 </table>
 {provenance_block}
-<p>Machine-readable results: <a href="results/">results/</a>. Timings: <a href="timings.json">timings.json</a>.</p>
+<p>Machine-readable results: <a href="results/{html.escape(profile)}/">results/{html.escape(profile)}/</a>. Timings: <a href="timings.json">timings.json</a>.</p>
 </body></html>
 """
     artifacts.write_bytes(out, page.encode())
@@ -305,12 +307,12 @@ def set_mode(profile: str, retrain: list[str] | None, notebook: str, executor: s
     an executor ran the plan: the report renders from what its jobs finished)."""
     retraining = dispatch.retraining(retrain, notebook)
     os.environ[runs.USE_SHIPPED_ENV] = "0" if retraining else "1"
-    os.environ[runs.TRAIN_ENV] = "1" if (profile != "full" or retraining) and not executor else "0"
+    os.environ[runs.TRAIN_ENV] = "1" if (not config.shipped(profile) or retraining) and not executor else "0"
     if executor:
         return f"rendering what the {executor} executor's jobs finished"
     if retraining:
         return "retraining into the artifact store"
-    return "training what is missing" if profile != "full" else "shipped runs, no training"
+    return "shipped runs, no training" if config.shipped(profile) else "training what is missing"
 
 
 def add_dispatch_options(ap: argparse.ArgumentParser) -> None:
@@ -442,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         params["download"] = True
     notebooks = discover(args.only)
     per_nb = check_params(notebooks, params)
-    if args.profile == "full" and args.retrain is None:
+    if config.shipped(args.profile) and args.retrain is None:
         try:
             print(f"{runs.verify_manifest()} shipped files match runs/MANIFEST.json", flush=True)
         except runs.ShippedRunError as exc:
@@ -456,10 +458,10 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
     out_dir = args.reports_dir.resolve()
-    for nb_path, nb_params in per_nb.items():  # machine-readable results go next to the HTML
+    for nb_path, nb_params in per_nb.items():  # machine-readable results go next to the HTML, one folder per profile
         if "results_dir" in declared_parameters(nb_path) and "results_dir" not in params:
             # relative to the notebooks' working folder: the report never shows this machine's absolute path
-            nb_params["results_dir"] = os.path.relpath(out_dir / "results", config.NOTEBOOKS_DIR)
+            nb_params["results_dir"] = os.path.relpath(out_dir / "results" / args.profile, config.NOTEBOOKS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch_dir = Path(tempfile.mkdtemp(prefix="run_all_")) if args.publish else out_dir
     rows, t_start, failed, modes = [], time.perf_counter(), None, set()

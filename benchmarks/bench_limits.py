@@ -12,9 +12,9 @@ Then, per stage, with the study's own code paths (studylib.engine, features, qua
                                04
   extract <backbone> (224 px)  03  features.time_extraction: bf16, channels_last, batch features.batch_for
                                    (8); and the same with BatchNorm folded into the convolutions
-                                   (evaluate.fold_batchnorm)
+                                   (measure.fold_batchnorm)
   reevaluate <backbone>        05  the deployed model (backbone + head) in fp32 as report.reevaluate runs it on
-                                   the CPU: ONNX Runtime (evaluate.onnx_logits), batch evaluate.onnx_batch (4 at 224 px);
+                                   the CPU: ONNX Runtime (measure.onnx_logits), batch measure.onnx_batch (4 at 224 px);
                                    beside it PyTorch eager at batch features.batch_for (4), BatchNorm folded
                                    (the GPU path, and the CPU path before ONNX Runtime) and unfolded
   head train                   03  Dropout + Linear 1280->10 on random features, fp32, 1 thread, batch 128
@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from benchmarks import timing
-from studylib import config, data, engine, estimate, evaluate, features, quantize, runtime, weights
+from studylib import config, data, engine, estimate, features, measure, quantize, runtime, weights
 from studylib.augment import CropFlip, MixedBatch, ScratchAugment
 from studylib.models import backbones
 from studylib.recipes import heads
@@ -253,17 +253,17 @@ def extraction(name: str, s: Sizes, bandwidth_gb_s: float, *, precision: str = "
                whole_model: bool = False, onnx: bool = False) -> dict:
     """``name``'s 224-px backbone as features.extract runs it (``whole_model``: the deployed model, backbone +
     head, as notebook 05's re-evaluation runs it: in ONNX Runtime with ``onnx``, else in PyTorch), optionally
-    with BatchNorm folded into the convolutions (evaluate.fold_batchnorm)."""
+    with BatchNorm folded into the convolutions (measure.fold_batchnorm)."""
     model, init = transfer_model(name, size=EXTRACT_SIZE)
     x, _ = random_images(s.extract_images)
     flops, traffic = backbone_cost(name)  # traffic: bytes per image of the unfolded network
     folded = 0
     if fold:
-        model, folded = evaluate.fold_batchnorm(model, x[:2])
-    batch = min(evaluate.onnx_batch(model) if onnx else features.batch_for(EXTRACT_SIZE, precision), len(x))
+        model, folded = measure.fold_batchnorm(model, x[:2])
+    batch = min(measure.onnx_batch(model) if onnx else features.batch_for(EXTRACT_SIZE, precision), len(x))
     if onnx:  # the export (and its check) is outside the timed calls, as the 10,000-image pass amortises it
-        session = evaluate.onnx_session(model, x[:2])
-        ips = len(x) * calls_per_s(lambda: evaluate.onnx_run(session, x, batch_size=batch), 1)
+        session = measure.onnx_session(model, x[:2])
+        ips = len(x) * calls_per_s(lambda: measure.onnx_run(session, x, batch_size=batch), 1)
     elif whole_model:
         ips = len(x) * calls_per_s(lambda: engine.batched_logits(model, x, device=CPU, precision=precision,
                                                                  batch_size=batch), 1)

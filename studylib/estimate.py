@@ -144,7 +144,7 @@ def stages(profile: str, notebooks: list[str], retrain: list[str] | None) -> pd.
     """Estimated minutes per retrained notebook on this machine (measured rates x the configured work)."""
     selected = [w for w in work(profile) if any(nb.startswith(w["notebook"]) for nb in notebooks)
                 and (not retrain or any(w["notebook"].startswith(n) for n in retrain))]
-    r = rates(quick=profile != "full")
+    r = rates(quick=not config.comparable(profile))  # a smoke profile's estimate needs no precise rates
     rows = [{**w, "images/s here": r[w["kind"]], "minutes here": w["images"] / r[w["kind"]] / 60} for w in selected]
     return pd.DataFrame(rows)
 

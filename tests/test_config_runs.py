@@ -2,6 +2,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,10 +43,23 @@ def test_configuration_errors_name_the_problem():
 
 
 def test_no_profile_branches_outside_config():
-    """Per-profile settings live in config.PROFILES: no module branches on the profile's name."""
-    offenders = [p.name for p in (config.PROJ_ROOT / "studylib").rglob("*.py")
-                 if 'profile == "quick"' in p.read_text() or "profile == 'quick'" in p.read_text()]
+    """Per-profile settings are attributes of config.PROFILES (``config.comparable``, ``config.shipped``): no
+    module, run_all.py or notebook compares a profile with one of its names."""
+    names = "|".join(map(re.escape, config.PROFILES))
+    branch = re.compile(rf"""(?:==|!=)\s*\\?["'](?:{names})\\?["']|\\?["'](?:{names})\\?["']\s*(?:==|!=)""")
+    files = [*(config.PROJ_ROOT / "studylib").rglob("*.py"), config.PROJ_ROOT / "run_all.py",
+             *config.NOTEBOOKS_DIR.glob("*.ipynb")]
+    offenders = [f"{p.name}: {m.group(0)}" for p in files for m in branch.finditer(p.read_text())]
     assert offenders == []
+    assert branch.search('if profile != "full":') and branch.search("x = 'quick' == profile")
+
+
+def test_profiles_declare_their_attributes():
+    for name in config.PROFILES:
+        assert isinstance(config.comparable(name), bool) and isinstance(config.shipped(name), bool)
+    assert config.comparable("full") and config.shipped("full") and not config.shipped("quick")
+    with pytest.raises(ValueError, match="unknown profile 'tiny'"):
+        config.comparable("tiny")
 
 
 def test_display_path_hides_machine_paths(monkeypatch, tmp_path):

@@ -94,7 +94,8 @@ def test_quick_pipeline_end_to_end(real_data_dir, tmp_path):
     timings = json.loads((out / "timings.json").read_text())
     assert all(row["status"] == "ok" and row["summary"] for row in timings["notebooks"])
     assert "3,195,146" in (out / "04_vit.html").read_text() and "post-norm" in (out / "04_vit.html").read_text()
-    results = out / "results"
+    results = out / "results" / "quick"  # the quick profile's own folder: the full profile's is untouched
+    assert not (out / "results" / "full").exists()
     rows = {r["key"]: r for r in json.loads((results / "benchmark.json").read_text())["rows"]}
     assert rows["resnet18"]["Status"] == "not run: no pretrained weights" and rows["resnet18"]["Total Params"] == 11181642
     assert rows["custom_cnn_refcode"]["Status"] == "ok" and rows["custom_cnn"]["CI low (%)"] < rows["custom_cnn"]["Accuracy (%)"]
