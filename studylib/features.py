@@ -3,7 +3,8 @@
 The backbone is frozen and the transfer protocol has no augmentation, so a backbone maps each
 image to the same feature vector in every epoch: its features for the 60,000 images are
 computed once and the head trains on them (same result as running the images through the
-backbone every epoch; tests/test_transfer.py checks the logits).
+backbone every epoch;
+tests/test_backbones_heads.py::test_head_on_cached_features_equals_images_through_frozen_backbone checks it).
 
 A cache lives in ``<artifacts>/<profile>/features/<backbone>-<hash(key)>/`` where the key is
 everything the features depend on: backbone, weights file sha256, input resolution, upscale,

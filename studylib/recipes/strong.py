@@ -126,6 +126,8 @@ def job(profile: str = "full", *, seed: int | None = None, per_class: int | None
                                dict(params=other, lr=lr, weight_decay=wd / lr)], momentum=h["momentum"], nesterov=True)
         warm = int(total_steps * h["warmup_frac"])
 
+        # airbench94's triangle (Jordan 2024: start 0.2, end 0.07 of the peak rate): up linearly from 0.2x to 1x over
+        # the warm-up, then down linearly to 0.07x (= 1 - 0.93) at the last step
         def lr_factor(step: int) -> float:
             if step < warm:
                 return 0.2 + 0.8 * step / warm
