@@ -147,15 +147,36 @@ def notebook_summary(nb: nbformat.NotebookNode) -> str:
     return ""
 
 
-def render_html(executed: Path, target: Path, hide_code: bool = False) -> None:
+def render_html(executed: Path, target: Path, hide_code: bool = False, nav: str = "") -> None:
     """One self-contained HTML page (figures embedded); ``hide_code`` drops the input cells so
-    readers see narrative, tables and figures only."""
+    readers see narrative, tables and figures only; ``nav`` (``nav_html``) goes at its top and bottom."""
     exporter = HTMLExporter(embed_images=True, exclude_input=hide_code, exclude_input_prompt=hide_code,
                             exclude_output_prompt=hide_code)
     body, _ = exporter.from_filename(str(executed))
     if hide_code:
         body = compress_pngs(body)
-    artifacts.write_bytes(target, body.encode())
+    artifacts.write_bytes(target, with_nav(body, nav).encode())
+
+
+def nav_html(notebooks: list[Path], current: Path) -> str:
+    """Previous / index / next links between the report's pages (every numbered notebook, in order)."""
+    names = [nb.name for nb in notebooks]
+    i = names.index(current.name)
+    link = lambda nb, text: f'<a href="{html.escape(nb.with_suffix(".html").name)}">{html.escape(text)}</a>'  # noqa: E731
+    parts = [link(notebooks[i - 1], f"← {notebooks[i - 1].stem}") if i > 0 else "",
+             '<a href="index.html">index</a>',
+             link(notebooks[i + 1], f"{notebooks[i + 1].stem} →") if i + 1 < len(notebooks) else ""]
+    return ('<nav style="font-family:sans-serif;margin:0.6em 1em">' + " · ".join(p for p in parts if p)
+            + "</nav>")
+
+
+def with_nav(page: str, nav: str) -> str:
+    """``page`` with ``nav`` right after its <body> tag and right before </body>."""
+    if not nav:
+        return page
+    start = page.find(">", page.find("<body")) + 1
+    end = page.rfind("</body>")
+    return page[:start] + nav + page[start:end] + nav + page[end:]
 
 
 PNG_DATA = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=\n]+)")
@@ -271,6 +292,28 @@ def first_figure(page: Path) -> str | None:
     return m.group(1).replace("\n", "") if m else None
 
 
+# Words the report uses without defining them on each page (a reader asked for them on the index)
+GLOSSARY = {
+    "probe (linear probe)": "a linear classifier trained on the features of a frozen network: it measures how "
+                            "linearly separable the classes are in those features; the network itself is not trained",
+    "points": "percentage points: the difference of two accuracies given in percent, not a relative change",
+    "TTA": "test-time augmentation: each test image is also classified flipped and the predictions averaged; shown "
+           "as a variant, never as the primary number",
+    "ECE": "expected calibration error: how far the model's confidence is from its accuracy, averaged over "
+           "confidence bins (0% is perfectly calibrated)",
+    "PT2E": "PyTorch 2 Export quantization (torch.export, then torchao's x86 quantizer): how the INT8 models are built",
+    "bf16": "bfloat16, a 16-bit floating-point format with float32's range; training runs under bf16 autocast "
+            "where a recipe says so",
+    "airbench": "Keller Jordan's fast CIFAR-10 training recipes (Jordan 2024, arXiv 2404.00498); the strong "
+                "from-scratch recipe here (notebook 08) follows airbench94",
+}
+
+
+def glossary_html() -> str:
+    return ("<h2>Glossary</h2><dl>" + "".join(f"<dt><b>{html.escape(k)}</b></dt><dd>{html.escape(v)}</dd>"
+                                              for k, v in GLOSSARY.items()) + "</dl>")
+
+
 def write_index(rows: list[dict], profile: str, total_s: float, out: Path, provenance_block: str = "",
                 mode: str = "") -> None:
     import torch
@@ -295,6 +338,7 @@ Total wall time {total_s / 60:.1f} min.</p>
 <table><tr><th>#</th><th>Notebook</th><th>Summary (computed by this run)</th><th>Status</th><th>Seconds</th></tr>
 {''.join(items)}
 </table>
+{glossary_html()}
 {provenance_block}
 <p>Machine-readable results: <a href="results/{html.escape(profile)}/">results/{html.escape(profile)}/</a>. Timings: <a href="timings.json">timings.json</a>.</p>
 </body></html>
@@ -442,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     params["profile"] = args.profile
     if args.download:
         params["download"] = True
-    notebooks = discover(args.only)
+    notebooks, all_notebooks = discover(args.only), discover(None)  # pages link to every page, even when not re-run
     per_nb = check_params(notebooks, params)
     if config.shipped(args.profile) and args.retrain is None:
         try:
@@ -485,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = f"{nb_path.name} {status}"
         seconds = time.perf_counter() - t0
         nb = nbformat.read(str(executed), as_version=4)
-        render_html(executed, out_dir / html_name, hide_code=args.publish)
+        render_html(executed, out_dir / html_name, hide_code=args.publish, nav=nav_html(all_notebooks, nb_path))
         rows.append({"notebook": nb_path.name[:2], "title": notebook_title(nb, nb_path.stem), "html": html_name,
                      "summary": notebook_summary(nb), "status": status, "seconds": seconds})
         print(f"    {status}  {seconds:.1f} s  -> {config.display_path(out_dir / html_name)}", flush=True)

@@ -2,6 +2,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -175,3 +176,23 @@ def test_a_failure_names_the_failing_line_of_the_cell():
     assert run_all.failing_line(src, tb) == "f()"
     assert run_all.failing_line(src, tb[:2]) == "import math"
     assert run_all.failing_line(None, None) == ""
+
+
+def test_every_page_links_its_neighbours_and_the_index():
+    nbs = [Path(f"{n:02d}_x.ipynb") for n in (1, 2, 3)]
+    first, middle, last = (run_all.nav_html(nbs, nb) for nb in nbs)
+    assert "01_x.html" not in first and '<a href="02_x.html">02_x →</a>' in first
+    assert '<a href="01_x.html">← 01_x</a>' in middle and '<a href="03_x.html">03_x →</a>' in middle
+    assert "03_x.html" not in last and all('<a href="index.html">index</a>' in n for n in (first, middle, last))
+    page = run_all.with_nav('<html><body class="jp">text</body></html>', "<nav>N</nav>")
+    assert page == '<html><body class="jp"><nav>N</nav>text<nav>N</nav></body></html>'
+    assert run_all.with_nav("<body>x</body>", "") == "<body>x</body>"
+
+
+def test_the_index_defines_the_words_the_report_uses(tmp_path):
+    run_all.write_index([], "quick", 1.0, tmp_path / "index.html")
+    page = (tmp_path / "index.html").read_text()
+    for word in ("probe", "points", "TTA", "ECE", "PT2E", "bf16", "airbench"):
+        assert f"<dt><b>{word}" in page, word
+    assert '<a href="results/quick/">' in page  # this profile's results folder
+
