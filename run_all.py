@@ -38,7 +38,7 @@ from nbconvert import HTMLExporter
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
-from studylib import artifacts, config, dispatch, estimate, provenance, runs, runtime
+from studylib import artifacts, config, dispatch, estimate, provenance, runs, runtime, ship
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 
@@ -490,8 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     per_nb = check_params(notebooks, params)
     if config.shipped(args.profile) and args.retrain is None:
         try:
-            print(f"{runs.verify_manifest()} shipped files match runs/MANIFEST.json", flush=True)
-        except runs.ShippedRunError as exc:
+            print(f"{ship.verify_manifest()} shipped files match runs/MANIFEST.json", flush=True)
+        except ship.ShippedRunError as exc:
             raise SystemExit(f"error: {exc}")
     if args.plan or args.executor:
         status = run_plan(args, argv, notebooks, params)

@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from . import artifacts, config, data, deploy, measure, runs, runtime
+from . import artifacts, config, data, deploy, measure, runtime, ship
 
 
 def data_provenance(data_dir=None) -> dict:
@@ -48,4 +48,4 @@ def collect(profile: str, data_dir=None, weights_dir=None) -> dict:
             "profile": profile, "artifacts": f"${config.ARTIFACTS_DIR_ENV}" if os.environ.get(config.ARTIFACTS_DIR_ENV)
             else config.display_path(config.artifacts_dir()),
             "data": data_provenance(data_dir), "rows": rows_provenance(profile, weights_dir),
-            "shipped_files": len(runs.read_manifest())}
+            "shipped_files": len(ship.read_manifest())}
