@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -169,9 +168,8 @@ def train_images_per_s(model: nn.Module, batches: Callable[[int], Iterator[Mixed
     kw = dict(device=CPU, precision=precision, channels_last=channels_last)
     engine.train_one_epoch(model, plan(1), 0, **kw)  # warm-up: allocator, oneDNN primitive caches
     seen.clear()
-    t0 = time.perf_counter()
-    engine.train_one_epoch(model, plan(steps), 1, **kw)
-    return sum(seen) / (time.perf_counter() - t0)
+    seconds = timing.time_call(lambda: engine.train_one_epoch(model, plan(steps), 1, **kw), warmup=0, repeats=1)
+    return sum(seen) / seconds["total_s"]
 
 
 def calls_per_s(fn: Callable[[], object], calls: int) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import io
 import os
-import time
 from typing import Sequence
 
 import numpy as np
@@ -20,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import config, runtime, stats
+from . import config, runtime, stats, timing
 from .report import WEIGHTS_NOTES
 
 # ---------------------------------------------------------------------------------------
@@ -41,15 +40,8 @@ def measure_latency(model: nn.Module, example: torch.Tensor, *, threads: int = 2
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     model.eval()
-    times = []
     with num_threads(threads), _precision_context(precision):
-        for _ in range(warmup):
-            model(example)
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            model(example)
-            times.append(1000 * (time.perf_counter() - t0))
-    t = np.asarray(times)
+        t = 1000 * np.asarray(timing.time_call(lambda: model(example), warmup=warmup, repeats=runs)["all_s"])
     return {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "mean_ms": float(t.mean()),
             "min_ms": float(t.min()), "runs": runs, "warmup": warmup, "threads": threads,
             "batch": int(example.shape[0]), "precision": precision}
@@ -61,12 +53,8 @@ def measure_throughput(model: nn.Module, batch: torch.Tensor, *, threads: int = 
     """Images per second of ``model`` on ``batch`` (one untimed warm-up call, then ``runs`` timed)."""
     model.eval()
     with num_threads(threads), _precision_context(precision):
-        model(batch)
-        t0 = time.perf_counter()
-        for _ in range(runs):
-            model(batch)
-        seconds = time.perf_counter() - t0
-    return {"images_per_s": runs * len(batch) / seconds, "batch": len(batch), "runs": runs, "threads": threads,
+        images_per_s = timing.rate(lambda: model(batch), len(batch), warmup=1, repeats=runs)
+    return {"images_per_s": images_per_s, "batch": len(batch), "runs": runs, "threads": threads,
             "precision": precision}
 
 

@@ -315,3 +315,15 @@ def test_gradcam_layers_of_transfer_architectures(name):
     model = models.build_model(name, init=None).eval()
     maps = gradcam.for_model(model, torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8))
     assert maps.shape == (1, 32, 32) and torch.isfinite(maps).all()
+
+
+def test_the_one_timing_helper_warms_up_then_times_each_call(monkeypatch):
+    from studylib import timing
+
+    clock, calls = iter(range(0, 100, 2)), []  # each timed call "takes" 2 s on a fake clock
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    t = timing.time_call(lambda: calls.append(1), warmup=3, repeats=4)
+    assert len(calls) == 7 and t["all_s"] == [2, 2, 2, 2] and t["total_s"] == 8 and t["median_s"] == 2
+    assert timing.rate(lambda: None, 64, warmup=0, repeats=4) == 64 * 4 / 8  # images per second
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        timing.time_call(lambda: None, repeats=0)
