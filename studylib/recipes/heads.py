@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -191,25 +190,6 @@ def random_init_backbone(name: str, *, size: int, seed: int, bn_images: torch.Te
 # ---------------------------------------------------------------------------------------
 # One head
 # ---------------------------------------------------------------------------------------
-def subset_indices(labels: torch.Tensor, *, per_class: int | None, val_fraction: float | None,
-                   subset_seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """(training indices, validation indices or None): a stratified subset of ``per_class`` images per
-    class (None: all), minus a stratified validation split — both drawn by ``subset_seed``."""
-    idx = np.arange(len(labels))
-    if per_class is not None:
-        idx = data.stratified_subset(labels, per_class, subset_seed)
-    if not val_fraction:
-        return idx, None
-    tr, va = data.train_val_split(labels[idx], val_fraction, subset_seed)
-    return idx[tr], idx[va]
-
-
-def repeat_to(indices: np.ndarray, min_images: int) -> np.ndarray:
-    """``indices`` repeated whole so that an epoch holds at least ``min_images`` (unchanged when larger)."""
-    reps = max(1, -(-min_images // max(len(indices), 1)))
-    return np.tile(indices, reps)
-
-
 def head_key(feats: Features, r: dict, *, per_class, val_fraction, min_epoch_images: int, subset_seed: int) -> dict:
     hashes = feats.key_hashes()
     return {"model": feats.name, "engine": engine.ENGINE_VERSION, "size": feats.size,
@@ -233,12 +213,12 @@ def head_job(feats: Features, recipe: str = "head", profile: str = "full", *, se
         raise ValueError(f"recipe {recipe!r} trains on mirrored views: use features_of(..., flips=True)")
     subset_seed = config.get_profile(profile)["subset_seed"]
     y = feats.train_labels
-    idx, val_idx = subset_indices(y, per_class=per_class, val_fraction=val_fraction, subset_seed=subset_seed)
-    if per_class is not None and len(idx) == len(y):
-        per_class = None  # the whole training split: the same run as the row's, keyed once
+    sub = data.training_subset(y, per_class, subset_seed, val_fraction=val_fraction, min_epoch_images=min_epoch_images)
+    idx, val_idx = sub.indices, sub.val_indices
+    per_class = sub.per_class  # None for the whole training split: the same run as the row's, keyed once
     if len(idx) >= min_epoch_images:
         min_epoch_images = 0  # no repetition: keyed as such so equal runs are shared across experiments
-    fit_idx = torch.as_tensor(repeat_to(idx, min_epoch_images))
+    fit_idx = torch.as_tensor(sub.epoch_indices)
     key = head_key(feats, r, per_class=per_class, val_fraction=val_fraction, min_epoch_images=min_epoch_images,
                    subset_seed=subset_seed)
     run = runs.Run(kind, feats.name, key, profile)

@@ -90,12 +90,8 @@ def job(profile: str = "full", *, seed: int | None = None, per_class: int | None
     h = config.recipe("strong", profile, **({} if seed is None else {"seed": seed}))
     cfg = config.get_profile(profile)
     train, test = data.load_profile_data(cfg, data_dir)
-    idx = np.arange(len(train))
-    if per_class is not None and per_class * data.NUM_CLASSES < len(train):
-        idx = data.stratified_subset(train.labels, per_class, cfg["subset_seed"])
-    else:
-        per_class = None
-    reps = max(1, -(-min_epoch_images // len(idx))) if len(idx) < min_epoch_images else 1
+    sub = data.training_subset(train.labels, per_class, cfg["subset_seed"], min_epoch_images=min_epoch_images)
+    idx, per_class, reps = sub.indices, sub.per_class, sub.repeats
     key = {"model": NAME, "engine": engine.ENGINE_VERSION, "recipe": {k: v for k, v in h.items() if k != "label"},
            "data": {"train": data.split_key(train), "test": data.split_key(test)},
            "subset": {"per_class": per_class, "subset_seed": cfg["subset_seed"], "repeats": reps}}
