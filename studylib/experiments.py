@@ -324,13 +324,20 @@ def strong_section(profile: str, *, data_dir=None, device: str = "auto") -> dict
 # ---------------------------------------------------------------------------------------
 # Notebooks 09-11: probes over seeds, data efficiency, calibration
 # ---------------------------------------------------------------------------------------
+def _with_weights(names, profile: str, *, data_dir=None, device: str = "auto"):
+    """(name, Features) of each backbone of ``names`` with genuine ImageNet weights; the others are printed as
+    not run (with the command that gets their weights) and left out."""
+    for name in names:
+        feats = heads.available_features(name, profile, data_dir=data_dir, device=device, progress=False)
+        if feats is not None:
+            yield name, feats
+
+
 def seeds_table(profile: str, names=config.PROBES, *, data_dir=None, device: str = "auto",
                 train: bool = True) -> pd.DataFrame:
     """Study-row heads over the experiment's seeds (all training images): one row per head."""
     rows = []
-    for name in names:
-        if (feats := heads.available_features(name, profile, data_dir=data_dir, device=device, progress=False)) is None:
-            continue
+    for name, feats in _with_weights(names, profile, data_dir=data_dir, device=device):
         for seed in config.grid("seeds", profile)["seeds"]:
             job = heads.head_job(feats, "head", profile, seed=seed, device=device, progress=False)
             run = job.ensure() if train else job.run
@@ -350,9 +357,7 @@ def data_efficiency_table(profile: str, names=config.PROBES, *, data_dir=None, d
     """Probe test accuracy per (backbone, images per class, seed) on the data-efficiency grid."""
     g = config.grid("data_efficiency", profile)
     rows = []
-    for name in names:
-        if (feats := heads.available_features(name, profile, data_dir=data_dir, device=device, progress=False)) is None:
-            continue
+    for name, feats in _with_weights(names, profile, data_dir=data_dir, device=device):
         for per_class in g["train_per_class"]:
             for seed in g["seeds"]:
                 run = heads.head_job(feats, "head", profile, seed=seed, per_class=per_class,
@@ -367,9 +372,7 @@ def calibration_runs(profile: str, names=config.PROBES, *, data_dir=None, device
     test ECE / NLL before and after and the reliability tables (calibration.report, in the run's metrics)."""
     g = config.grid("calibration", profile)
     out = []
-    for name in names:
-        if (feats := heads.available_features(name, profile, data_dir=data_dir, device=device, progress=False)) is None:
-            continue
+    for name, feats in _with_weights(names, profile, data_dir=data_dir, device=device):
         for seed in g["seeds"]:
             run = heads.head_job(feats, "head", profile, seed=seed, val_fraction=g["val_fraction"], device=device,
                                  progress=False, kind="calibration").ensure()
