@@ -6,8 +6,8 @@ beat a larger one. For each backbone (bench_limits.BACKBONES) and input size, th
 
   extract           features.extract: bf16 autocast, channels_last, BatchNorm as trained (notebooks 03, 09, 10)
   reevaluate        the deployed model (backbone + linear head) in fp32 in ONNX Runtime, as
-                    report.reevaluate runs it on the CPU (notebook 05; measure.onnx_logits)
-  reevaluate torch  the same in PyTorch eager with BatchNorm folded (report.reevaluate on a GPU)
+                    measure.reevaluate runs it on the CPU (notebook 05; measure.onnx_logits)
+  reevaluate torch  the same in PyTorch eager with BatchNorm folded (measure.reevaluate on a GPU)
 
 at every batch size in the sweep: images/s, speed-up over batch 64 (the default before this benchmark),
 achieved GFLOP/s and its fraction of the matching matmul limit (measured at start), activation bytes
@@ -35,7 +35,7 @@ from benchmarks import timing
 from benchmarks.bench_limits import BACKBONES, activation_bytes, limit_for, random_images, transfer_model
 from studylib import engine, features, measure, runtime
 
-BASELINE = 64  # images per pass before this benchmark (feature extraction's and report.reevaluate's default)
+BASELINE = 64  # images per pass before this benchmark (feature extraction's and measure.reevaluate's default)
 SWEEP = {224: (1, 2, 4, 8, 16, 32, 64), 64: (8, 16, 32, 64, 128, 256, 512)}
 IMAGES = {224: 256, 64: 2048}  # images per timed pass over the sweep's batches
 SMOKE_SWEEP, SMOKE_IMAGES = {64: (4, 64)}, {64: 64}

@@ -13,7 +13,7 @@ Then, per stage, with the study's own code paths (studylib.engine, features, qua
   extract <backbone> (224 px)  03  features.time_extraction: bf16, channels_last, batch features.batch_for
                                    (8); and the same with BatchNorm folded into the convolutions
                                    (measure.fold_batchnorm)
-  reevaluate <backbone>        05  the deployed model (backbone + head) in fp32 as report.reevaluate runs it on
+  reevaluate <backbone>        05  the deployed model (backbone + head) in fp32 as measure.reevaluate runs it on
                                    the CPU: ONNX Runtime (measure.onnx_logits), batch measure.onnx_batch (4 at 224 px);
                                    beside it PyTorch eager at batch features.batch_for (4), BatchNorm folded
                                    (the GPU path, and the CPU path before ONNX Runtime) and unfolded
@@ -61,7 +61,7 @@ from studylib.recipes import scratch as scratch_recipe
 CPU = torch.device("cpu")
 # Alternatives measured beside the path the study takes (not extra work; the floor counts only the study's
 # path): feature extraction keeps BatchNorm (cached features are keyed by the network as trained); notebook 05's
-# re-evaluation runs in ONNX Runtime, which folds it (report.reevaluate; predictions are checked against the
+# re-evaluation runs in ONNX Runtime, which folds it (measure.reevaluate; predictions are checked against the
 # recorded ones), and is also timed in PyTorch eager, BatchNorm folded and not.
 FOLDED, UNFOLDED = ", BN folded", ", BN not folded"
 TORCH_FOLDED, TORCH_UNFOLDED = ", torch" + FOLDED, ", torch" + UNFOLDED
