@@ -38,7 +38,7 @@ from nbconvert import HTMLExporter
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
-from studylib import artifacts, config, dispatch, estimate, provenance, runs, runtime
+from studylib import artifacts, config, dispatch, estimate, provenance, runs, runtime, ship
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 
@@ -147,15 +147,36 @@ def notebook_summary(nb: nbformat.NotebookNode) -> str:
     return ""
 
 
-def render_html(executed: Path, target: Path, hide_code: bool = False) -> None:
+def render_html(executed: Path, target: Path, hide_code: bool = False, nav: str = "") -> None:
     """One self-contained HTML page (figures embedded); ``hide_code`` drops the input cells so
-    readers see narrative, tables and figures only."""
+    readers see narrative, tables and figures only; ``nav`` (``nav_html``) goes at its top and bottom."""
     exporter = HTMLExporter(embed_images=True, exclude_input=hide_code, exclude_input_prompt=hide_code,
                             exclude_output_prompt=hide_code)
     body, _ = exporter.from_filename(str(executed))
     if hide_code:
         body = compress_pngs(body)
-    artifacts.write_bytes(target, body.encode())
+    artifacts.write_bytes(target, with_nav(body, nav).encode())
+
+
+def nav_html(notebooks: list[Path], current: Path) -> str:
+    """Previous / index / next links between the report's pages (every numbered notebook, in order)."""
+    names = [nb.name for nb in notebooks]
+    i = names.index(current.name)
+    link = lambda nb, text: f'<a href="{html.escape(nb.with_suffix(".html").name)}">{html.escape(text)}</a>'  # noqa: E731
+    parts = [link(notebooks[i - 1], f"← {notebooks[i - 1].stem}") if i > 0 else "",
+             '<a href="index.html">index</a>',
+             link(notebooks[i + 1], f"{notebooks[i + 1].stem} →") if i + 1 < len(notebooks) else ""]
+    return ('<nav style="font-family:sans-serif;margin:0.6em 1em">' + " · ".join(p for p in parts if p)
+            + "</nav>")
+
+
+def with_nav(page: str, nav: str) -> str:
+    """``page`` with ``nav`` right after its <body> tag and right before </body>."""
+    if not nav:
+        return page
+    start = page.find(">", page.find("<body")) + 1
+    end = page.rfind("</body>")
+    return page[:start] + nav + page[start:end] + nav + page[end:]
 
 
 PNG_DATA = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=\n]+)")
@@ -201,13 +222,15 @@ against runs/MANIFEST.json).</p>
 """
 
 
-def answer_html(out_dir: Path) -> str:
+def answer_html(out_dir: Path, profile: str) -> str:
     """The top of the index page: the generated bottom line (notebook 12), the headline table (05) and the
-    controlled grid's figure, read from this report's results; absent parts say which notebook writes them."""
+    controlled grid's figure, read from this report's results (``results/<profile>/``); absent parts say which
+    notebook writes them."""
     from studylib import headline
 
     parts = []
-    bottom = out_dir / "results" / "bottom_line.json"
+    results_dir = out_dir / "results" / profile
+    bottom = results_dir / "bottom_line.json"
     if bottom.exists():
         lines = json.loads(bottom.read_text())["lines"]
         parts.append('<div class="answer">' + markdown_lines(lines) + "</div>")
@@ -217,7 +240,7 @@ def answer_html(out_dir: Path) -> str:
     if figure:
         parts.append(f'<img alt="the controlled grid" style="max-width:100%" src="{figure}">')
     try:
-        parts.append("<h2>Benchmark table</h2>" + markdown_lines(headline.table(out_dir / "results").splitlines()))
+        parts.append("<h2>Benchmark table</h2>" + markdown_lines(headline.table(results_dir).splitlines()))
     except FileNotFoundError:
         parts.append("<p><i>The benchmark table is written by notebook 05; it has not run in this report.</i></p>")
     return "\n".join(parts)
@@ -269,6 +292,28 @@ def first_figure(page: Path) -> str | None:
     return m.group(1).replace("\n", "") if m else None
 
 
+# Words the report uses without defining them on each page (a reader asked for them on the index)
+GLOSSARY = {
+    "probe (linear probe)": "a linear classifier trained on the features of a frozen network: it measures how "
+                            "linearly separable the classes are in those features; the network itself is not trained",
+    "points": "percentage points: the difference of two accuracies given in percent, not a relative change",
+    "TTA": "test-time augmentation: each test image is also classified flipped and the predictions averaged; shown "
+           "as a variant, never as the primary number",
+    "ECE": "expected calibration error: how far the model's confidence is from its accuracy, averaged over "
+           "confidence bins (0% is perfectly calibrated)",
+    "PT2E": "PyTorch 2 Export quantization (torch.export, then torchao's x86 quantizer): how the INT8 models are built",
+    "bf16": "bfloat16, a 16-bit floating-point format with float32's range; training runs under bf16 autocast "
+            "where a recipe says so",
+    "airbench": "Keller Jordan's fast CIFAR-10 training recipes (Jordan 2024, arXiv 2404.00498); the strong "
+                "from-scratch recipe here (notebook 08) follows airbench94",
+}
+
+
+def glossary_html() -> str:
+    return ("<h2>Glossary</h2><dl>" + "".join(f"<dt><b>{html.escape(k)}</b></dt><dd>{html.escape(v)}</dd>"
+                                              for k, v in GLOSSARY.items()) + "</dl>")
+
+
 def write_index(rows: list[dict], profile: str, total_s: float, out: Path, provenance_block: str = "",
                 mode: str = "") -> None:
     import torch
@@ -285,7 +330,7 @@ def write_index(rows: list[dict], profile: str, total_s: float, out: Path, prove
 .answer{{background:#f4f7fb;border-left:4px solid #2b6cb0;padding:0.5em 1.2em}}</style>
 </head><body>
 <h1>How much does a pretrained ImageNet backbone help on CIFAR-10?</h1>
-{answer_html(out.parent)}
+{answer_html(out.parent, profile)}
 <h2>The notebooks</h2>
 <p>Profile <b>{html.escape(profile)}</b> ({html.escape(mode)}). Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}
 with Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads.
@@ -293,8 +338,9 @@ Total wall time {total_s / 60:.1f} min.</p>
 <table><tr><th>#</th><th>Notebook</th><th>Summary (computed by this run)</th><th>Status</th><th>Seconds</th></tr>
 {''.join(items)}
 </table>
+{glossary_html()}
 {provenance_block}
-<p>Machine-readable results: <a href="results/">results/</a>. Timings: <a href="timings.json">timings.json</a>.</p>
+<p>Machine-readable results: <a href="results/{html.escape(profile)}/">results/{html.escape(profile)}/</a>. Timings: <a href="timings.json">timings.json</a>.</p>
 </body></html>
 """
     artifacts.write_bytes(out, page.encode())
@@ -305,12 +351,12 @@ def set_mode(profile: str, retrain: list[str] | None, notebook: str, executor: s
     an executor ran the plan: the report renders from what its jobs finished)."""
     retraining = dispatch.retraining(retrain, notebook)
     os.environ[runs.USE_SHIPPED_ENV] = "0" if retraining else "1"
-    os.environ[runs.TRAIN_ENV] = "1" if (profile != "full" or retraining) and not executor else "0"
+    os.environ[runs.TRAIN_ENV] = "1" if (not config.shipped(profile) or retraining) and not executor else "0"
     if executor:
         return f"rendering what the {executor} executor's jobs finished"
     if retraining:
         return "retraining into the artifact store"
-    return "training what is missing" if profile != "full" else "shipped runs, no training"
+    return "shipped runs, no training" if config.shipped(profile) else "training what is missing"
 
 
 def add_dispatch_options(ap: argparse.ArgumentParser) -> None:
@@ -440,12 +486,12 @@ def main(argv: list[str] | None = None) -> int:
     params["profile"] = args.profile
     if args.download:
         params["download"] = True
-    notebooks = discover(args.only)
+    notebooks, all_notebooks = discover(args.only), discover(None)  # pages link to every page, even when not re-run
     per_nb = check_params(notebooks, params)
-    if args.profile == "full" and args.retrain is None:
+    if config.shipped(args.profile) and args.retrain is None:
         try:
-            print(f"{runs.verify_manifest()} shipped files match runs/MANIFEST.json", flush=True)
-        except runs.ShippedRunError as exc:
+            print(f"{ship.verify_manifest()} shipped files match runs/MANIFEST.json", flush=True)
+        except ship.ShippedRunError as exc:
             raise SystemExit(f"error: {exc}")
     if args.plan or args.executor:
         status = run_plan(args, argv, notebooks, params)
@@ -456,10 +502,10 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
     out_dir = args.reports_dir.resolve()
-    for nb_path, nb_params in per_nb.items():  # machine-readable results go next to the HTML
+    for nb_path, nb_params in per_nb.items():  # machine-readable results go next to the HTML, one folder per profile
         if "results_dir" in declared_parameters(nb_path) and "results_dir" not in params:
             # relative to the notebooks' working folder: the report never shows this machine's absolute path
-            nb_params["results_dir"] = os.path.relpath(out_dir / "results", config.NOTEBOOKS_DIR)
+            nb_params["results_dir"] = os.path.relpath(out_dir / "results" / args.profile, config.NOTEBOOKS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch_dir = Path(tempfile.mkdtemp(prefix="run_all_")) if args.publish else out_dir
     rows, t_start, failed, modes = [], time.perf_counter(), None, set()
@@ -483,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = f"{nb_path.name} {status}"
         seconds = time.perf_counter() - t0
         nb = nbformat.read(str(executed), as_version=4)
-        render_html(executed, out_dir / html_name, hide_code=args.publish)
+        render_html(executed, out_dir / html_name, hide_code=args.publish, nav=nav_html(all_notebooks, nb_path))
         rows.append({"notebook": nb_path.name[:2], "title": notebook_title(nb, nb_path.stem), "html": html_name,
                      "summary": notebook_summary(nb), "status": status, "seconds": seconds})
         print(f"    {status}  {seconds:.1f} s  -> {config.display_path(out_dir / html_name)}", flush=True)

@@ -6,14 +6,14 @@ beat a larger one. For each backbone (bench_limits.BACKBONES) and input size, th
 
   extract           features.extract: bf16 autocast, channels_last, BatchNorm as trained (notebooks 03, 09, 10)
   reevaluate        the deployed model (backbone + linear head) in fp32 in ONNX Runtime, as
-                    report.reevaluate runs it on the CPU (notebook 05; evaluate.onnx_logits)
-  reevaluate torch  the same in PyTorch eager with BatchNorm folded (report.reevaluate on a GPU)
+                    measure.reevaluate runs it on the CPU (notebook 05; measure.onnx_logits)
+  reevaluate torch  the same in PyTorch eager with BatchNorm folded (measure.reevaluate on a GPU)
 
 at every batch size in the sweep: images/s, speed-up over batch 64 (the default before this benchmark),
 achieved GFLOP/s and its fraction of the matching matmul limit (measured at start), activation bytes
 per pass, and the largest difference of the outputs from batch 64's (0 means the batch size changes
 no number the study records). The last column marks the batch the study now uses,
-features.batch_for(size, precision), or evaluate.onnx_batch for ONNX Runtime.
+features.batch_for(size, precision), or measure.onnx_batch for ONNX Runtime.
 
 Inputs are random uint8 images (speed does not depend on pixel values); ImageNet weights where
 available, else the same architecture untrained (bench_limits.transfer_model).
@@ -33,9 +33,9 @@ import torch
 
 from benchmarks import timing
 from benchmarks.bench_limits import BACKBONES, activation_bytes, limit_for, random_images, transfer_model
-from studylib import engine, evaluate, features, runtime
+from studylib import engine, features, measure, runtime
 
-BASELINE = 64  # images per pass before this benchmark (feature extraction's and report.reevaluate's default)
+BASELINE = 64  # images per pass before this benchmark (feature extraction's and measure.reevaluate's default)
 SWEEP = {224: (1, 2, 4, 8, 16, 32, 64), 64: (8, 16, 32, 64, 128, 256, 512)}
 IMAGES = {224: 256, 64: 2048}  # images per timed pass over the sweep's batches
 SMOKE_SWEEP, SMOKE_IMAGES = {64: (4, 64)}, {64: 64}
@@ -50,7 +50,7 @@ def run_path(path: str, model, x: torch.Tensor, batch: int) -> torch.Tensor:
         return features.extract(model, x, precision=PRECISION[path], device="cpu", batch_size=batch,
                                 progress=False).float()
     if path == "reevaluate":
-        return evaluate.onnx_run(model, x, batch_size=batch)
+        return measure.onnx_run(model, x, batch_size=batch)
     return engine.batched_logits(model, x, device="cpu", precision=PRECISION[path], batch_size=batch)
 
 
@@ -61,12 +61,12 @@ def sweep(name: str, size: int, path: str, batches: tuple[int, ...], n: int, lim
     flops = timing.flops_per_example(model.backbone.eval(), example, backward=False)
     precision = PRECISION[path]
     act = activation_bytes(model.backbone, example, bytes_per_value=2 if precision == "bf16" else 4)
-    chosen, by = ((evaluate.onnx_batch(model), "evaluate.onnx_batch") if path == "reevaluate" else
+    chosen, by = ((measure.onnx_batch(model), "measure.onnx_batch") if path == "reevaluate" else
                   (features.batch_for(size, precision), "features.batch_for"))
     if path == "reevaluate torch":
-        model, _ = evaluate.fold_batchnorm(model.use_channels_last(), x[:2])
+        model, _ = measure.fold_batchnorm(model.use_channels_last(), x[:2])
     elif path == "reevaluate":
-        model = evaluate.onnx_session(model, x[:2])  # ONNX Runtime folds BatchNorm itself
+        model = measure.onnx_session(model, x[:2])  # ONNX Runtime folds BatchNorm itself
     _, limit = limit_for(precision, limits)
     reference = run_path(path, model, x, BASELINE)
     rows = []

@@ -1,5 +1,5 @@
 """INT8 against fp32 for every deployed row, on this CPU: ONNX Runtime's static QDQ INT8
-(studylib.quantize.onnx_static_int8, int8 convolutions with VNNI) and PyTorch's PT2E static INT8
+(studylib.measure.onnx_static_int8, int8 convolutions with VNNI) and PyTorch's PT2E static INT8
 (studylib.quantize.static_int8, as notebook 05's int8.csv builds it), each timed against the fp32 paths the
 benchmark table uses (PyTorch eager; and ONNX Runtime fp32, the same engine as the INT8 one), in one process.
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from benchmarks import timing
-from studylib import config, data, deploy, evaluate, quantize, runtime
+from studylib import config, data, deploy, measure, quantize, runtime
 
 
 def latency_ms(call, batch: torch.Tensor, *, warmup: int, runs: int) -> float:
@@ -37,8 +37,8 @@ def row_results(d, x, y, calib, args) -> list[dict]:
     keep = quantize.MOBILENET_KEEP_FLOAT if d.row.model.startswith("mobilenet_v2") else ()
     t0 = time.perf_counter()
     paths = {"fp32 torch": lambda b: model(b),
-             "fp32 onnxruntime": evaluate.onnx_session(model, x[:2], check=x[:3], threads=args.threads)}
-    paths["int8 onnxruntime (QDQ)"] = quantize.onnx_static_int8(model, calib, threads=args.threads)
+             "fp32 onnxruntime": measure.onnx_session(model, x[:2], check=x[:3], threads=args.threads)}
+    paths["int8 onnxruntime (QDQ)"] = measure.onnx_static_int8(model, calib, threads=args.threads)
     build_s = time.perf_counter() - t0
     if not args.skip_pt2e:
         body = "net" if d.row.scratch else "backbone"
@@ -46,7 +46,7 @@ def row_results(d, x, y, calib, args) -> list[dict]:
         paths["int8 torch (PT2E)"] = lambda b: int8(b)
     out = []
     for name, path in paths.items():
-        call = (lambda b, s=path: evaluate.onnx_run(s, b, batch_size=len(b))) if not callable(path) else path
+        call = (lambda b, s=path: measure.onnx_run(s, b, batch_size=len(b))) if not callable(path) else path
         with torch.no_grad():
             lat = {bs: latency_ms(call, x[:bs], warmup=args.warmup, runs=args.runs) for bs in (1, 64)}
             pred = torch.cat([call(x[i:i + 64]).argmax(1) for i in range(0, len(x), 64)]).numpy()

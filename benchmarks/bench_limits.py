@@ -12,9 +12,9 @@ Then, per stage, with the study's own code paths (studylib.engine, features, qua
                                04
   extract <backbone> (224 px)  03  features.time_extraction: bf16, channels_last, batch features.batch_for
                                    (8); and the same with BatchNorm folded into the convolutions
-                                   (evaluate.fold_batchnorm)
-  reevaluate <backbone>        05  the deployed model (backbone + head) in fp32 as report.reevaluate runs it on
-                                   the CPU: ONNX Runtime (evaluate.onnx_logits), batch evaluate.onnx_batch (4 at 224 px);
+                                   (measure.fold_batchnorm)
+  reevaluate <backbone>        05  the deployed model (backbone + head) in fp32 as measure.reevaluate runs it on
+                                   the CPU: ONNX Runtime (measure.onnx_logits), batch measure.onnx_batch (4 at 224 px);
                                    beside it PyTorch eager at batch features.batch_for (4), BatchNorm folded
                                    (the GPU path, and the CPU path before ONNX Runtime) and unfolded
   head train                   03  Dropout + Linear 1280->10 on random features, fp32, 1 thread, batch 128
@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -53,7 +52,7 @@ import torch
 from torch import nn
 
 from benchmarks import timing
-from studylib import config, data, engine, estimate, evaluate, features, quantize, runtime, weights
+from studylib import config, data, engine, estimate, features, measure, quantize, runtime, weights
 from studylib.augment import CropFlip, MixedBatch, ScratchAugment
 from studylib.models import backbones
 from studylib.recipes import heads
@@ -62,7 +61,7 @@ from studylib.recipes import scratch as scratch_recipe
 CPU = torch.device("cpu")
 # Alternatives measured beside the path the study takes (not extra work; the floor counts only the study's
 # path): feature extraction keeps BatchNorm (cached features are keyed by the network as trained); notebook 05's
-# re-evaluation runs in ONNX Runtime, which folds it (report.reevaluate; predictions are checked against the
+# re-evaluation runs in ONNX Runtime, which folds it (measure.reevaluate; predictions are checked against the
 # recorded ones), and is also timed in PyTorch eager, BatchNorm folded and not.
 FOLDED, UNFOLDED = ", BN folded", ", BN not folded"
 TORCH_FOLDED, TORCH_UNFOLDED = ", torch" + FOLDED, ", torch" + UNFOLDED
@@ -169,9 +168,8 @@ def train_images_per_s(model: nn.Module, batches: Callable[[int], Iterator[Mixed
     kw = dict(device=CPU, precision=precision, channels_last=channels_last)
     engine.train_one_epoch(model, plan(1), 0, **kw)  # warm-up: allocator, oneDNN primitive caches
     seen.clear()
-    t0 = time.perf_counter()
-    engine.train_one_epoch(model, plan(steps), 1, **kw)
-    return sum(seen) / (time.perf_counter() - t0)
+    seconds = timing.time_call(lambda: engine.train_one_epoch(model, plan(steps), 1, **kw), warmup=0, repeats=1)
+    return sum(seen) / seconds["total_s"]
 
 
 def calls_per_s(fn: Callable[[], object], calls: int) -> float:
@@ -253,17 +251,17 @@ def extraction(name: str, s: Sizes, bandwidth_gb_s: float, *, precision: str = "
                whole_model: bool = False, onnx: bool = False) -> dict:
     """``name``'s 224-px backbone as features.extract runs it (``whole_model``: the deployed model, backbone +
     head, as notebook 05's re-evaluation runs it: in ONNX Runtime with ``onnx``, else in PyTorch), optionally
-    with BatchNorm folded into the convolutions (evaluate.fold_batchnorm)."""
+    with BatchNorm folded into the convolutions (measure.fold_batchnorm)."""
     model, init = transfer_model(name, size=EXTRACT_SIZE)
     x, _ = random_images(s.extract_images)
     flops, traffic = backbone_cost(name)  # traffic: bytes per image of the unfolded network
     folded = 0
     if fold:
-        model, folded = evaluate.fold_batchnorm(model, x[:2])
-    batch = min(evaluate.onnx_batch(model) if onnx else features.batch_for(EXTRACT_SIZE, precision), len(x))
+        model, folded = measure.fold_batchnorm(model, x[:2])
+    batch = min(measure.onnx_batch(model) if onnx else features.batch_for(EXTRACT_SIZE, precision), len(x))
     if onnx:  # the export (and its check) is outside the timed calls, as the 10,000-image pass amortises it
-        session = evaluate.onnx_session(model, x[:2])
-        ips = len(x) * calls_per_s(lambda: evaluate.onnx_run(session, x, batch_size=batch), 1)
+        session = measure.onnx_session(model, x[:2])
+        ips = len(x) * calls_per_s(lambda: measure.onnx_run(session, x, batch_size=batch), 1)
     elif whole_model:
         ips = len(x) * calls_per_s(lambda: engine.batched_logits(model, x, device=CPU, precision=precision,
                                                                  batch_size=batch), 1)

@@ -83,11 +83,7 @@ def top_operators(step, n: int = 10) -> list[dict]:
 
 def rate(step, images: int, steps: int) -> float:
     steps = steps if images > 1 else 50 * steps  # batch-1 calls take milliseconds: time more of them
-    step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * images / (time.perf_counter() - t0)
+    return timing.rate(step, images, warmup=1, repeats=steps)
 
 
 def main(argv=None) -> None:

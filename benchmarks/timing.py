@@ -1,4 +1,4 @@
-"""The one timing helper and this machine's measured limits, for stating speed as a fraction of them.
+"""The benchmarks' timing (``studylib.timing``'s helper, re-exported) and this machine's measured limits, for stating speed as a fraction of them.
 
 All limits are measured in the calling process (same threads, same torch build), so a benchmark can
 report e.g. "training runs at 0.31 of the fp32 matmul limit" rather than a bare images/s.
@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,28 +23,13 @@ from typing import Callable
 
 import torch
 from studylib.flops import flops_per_example  # noqa: F401  (the benchmarks' FLOP counts: one counter, in the library)
+from studylib.timing import rate, time_call  # noqa: F401  (the one timing helper, in the library)
 
 # Where write_results puts its JSON: $BENCH_RESULTS_DIR when set (a test running a benchmark in a
 # subprocess points it at a temporary folder), else benchmarks/results. A module-level name so tests
 # can also monkeypatch it.
 RESULTS_DIR_ENV = "BENCH_RESULTS_DIR"
 RESULTS_DIR = Path(os.environ.get(RESULTS_DIR_ENV) or Path(__file__).resolve().parent / "results")
-
-
-def time_call(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 5, sync: Callable[[], None] | None = None) -> dict:
-    """Wall time of fn() in seconds: {median_s, min_s, all_s}. `sync` runs after every call (e.g. torch.cuda.synchronize)."""
-    for _ in range(warmup):
-        fn()
-        if sync:
-            sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "all_s": times}
 
 
 def _rate_best_of(step: Callable[[], object], work_per_call: float, seconds: float, repeats: int = 3) -> tuple[float, int]:

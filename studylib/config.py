@@ -266,7 +266,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     # Test accuracy against labelled training-set size (stratified, nested across sizes).
     "data_efficiency": {
         "train_per_class": (10, 50, 100, 500, 1000, 5000),  # 100 ... 50,000 images
-        "seeds": (0, 1, 2),                                  # training randomness (subsets: subset_seed + seed)
+        "seeds": (0, 1, 2),                                  # training randomness; subsets: the protocol's subset_seed
         # A 15-epoch budget over 100 images is 15 optimiser steps: small subsets are repeated so that every
         # epoch holds at least this many images (>= 585 steps at batch 128); 5,000+ images are untouched.
         "min_epoch_images": 5000,
@@ -294,10 +294,15 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
 # =======================================================================================
 PROFILES: dict[str, dict[str, Any]] = {
     # The study on all 60,000 images.
-    "full": {"protocol": {}, "recipes": {}, "experiments": {}},
+    "full": {
+        "comparable": True,   # its numbers are compared with the reference's (verdicts drawn, full timing steps)
+        "shipped": True,      # runs/ holds its finished runs: run_all.py checks them and trains nothing by default
+        "protocol": {}, "recipes": {}, "experiments": {}},
     # The whole pipeline in minutes on 2 CPU cores: stratified subsets and a tiny budget. Its numbers
     # show that the code runs, not how good the models are.
     "quick": {
+        "comparable": False,  # no verdicts on the reference's figures; machine rates timed in fewer steps
+        "shipped": False,     # nothing shipped: run_all.py trains what is missing
         "protocol": {
             "train_per_class": 100, "test_per_class": 50,     # 1,000 / 500 images
             "precision_check": {"train_per_class": 10, "test_per_class": 10},
@@ -355,6 +360,16 @@ def overlay(base: dict, changes: dict, where: str) -> dict:
             raise TypeError(f"{where}.{key} expects {type(current).__name__}, got {type(value).__name__} ({value!r})")
         out[key] = copy.deepcopy(value)
     return out
+
+
+def comparable(profile: str) -> bool:
+    """Whether ``profile``'s numbers are meant to be compared with the reference's (not a smoke test)."""
+    return bool(_check_profile(profile)["comparable"])
+
+
+def shipped(profile: str) -> bool:
+    """Whether ``runs/`` ships ``profile``'s finished runs (run_all.py then trains nothing unless asked)."""
+    return bool(_check_profile(profile)["shipped"])
 
 
 def get_profile(name: str, **overrides: Any) -> dict[str, Any]:

@@ -206,6 +206,37 @@ def stratified_subset(labels: torch.Tensor | np.ndarray, per_class: int, seed: i
     return np.sort(np.concatenate(chosen))
 
 
+@dataclass(frozen=True)
+class TrainingSubset:
+    """Which training images a run fits on (``training_subset``)."""
+    indices: np.ndarray            # the training images, ascending, before repetition
+    per_class: int | None          # images per class drawn; None: the whole split (keyed as such)
+    repeats: int                   # ``indices`` repeated whole this many times per epoch
+    val_indices: np.ndarray | None  # a stratified validation split held out of the subset, or None
+
+    @property
+    def epoch_indices(self) -> np.ndarray:
+        return np.tile(self.indices, self.repeats)
+
+
+def training_subset(labels: torch.Tensor | np.ndarray, per_class: int | None, subset_seed: int, *,
+                    val_fraction: float | None = None, min_epoch_images: int = 0) -> TrainingSubset:
+    """The one subset-and-repeat rule of every recipe: ``per_class`` images of each class (``stratified_subset``
+    by ``subset_seed``, nested across sizes; None or as many as the split holds: every image), minus a
+    stratified ``val_fraction`` held out by the same seed, repeated whole until an epoch holds at least
+    ``min_epoch_images`` (a 15-epoch budget over 100 images would otherwise be 15 steps)."""
+    labels = np.asarray(labels)
+    idx = np.arange(len(labels))
+    if per_class is not None and per_class * NUM_CLASSES < len(labels):
+        idx = stratified_subset(labels, per_class, subset_seed)
+    val = None
+    if val_fraction:
+        tr, va = train_val_split(labels[idx], val_fraction, subset_seed)
+        idx, val = idx[tr], idx[va]
+    whole = per_class is None or len(idx) == len(labels)
+    return TrainingSubset(idx, None if whole else per_class, max(1, -(-min_epoch_images // max(len(idx), 1))), val)
+
+
 def train_val_split(labels: torch.Tensor | np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded split into (train indices, validation indices), both sorted."""
     if not 0.0 < val_fraction < 1.0:

@@ -41,7 +41,7 @@ def retraining(retrain: list[str] | None, notebook: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------
-# Which jobs each notebook ensures (the same calls the notebooks make; studylib.report's sections)
+# Which jobs each notebook ensures (the same calls the notebooks make; studylib.experiments' sections)
 # ---------------------------------------------------------------------------------------
 def _ensure_each(jobs) -> None:
     for j in jobs:
@@ -119,9 +119,8 @@ def _grid(profile: str, kw: dict, *, cells: bool, efficiency: bool) -> list["Pen
 
 def _efficiency(profile: str, kw: dict) -> list["Pending"]:
     from . import experiments
-    from .recipes import heads
-    heads.seeds_table(profile, **kw)
-    heads.data_efficiency_table(profile, **kw)
+    experiments.seeds_table(profile, **kw)
+    experiments.data_efficiency_table(profile, **kw)
     _ensure_each(experiments.efficiency_points(profile, **kw).values())
     return _grid(profile, kw, cells=False, efficiency=True)
 
@@ -133,8 +132,8 @@ def _resolution(profile: str, kw: dict) -> list["Pending"]:
 
 
 def _calibration(profile: str, kw: dict) -> None:
-    from .recipes import heads
-    heads.calibration_runs(profile, **kw)
+    from . import experiments
+    experiments.calibration_runs(profile, **kw)
 
 
 def _findings(profile: str, kw: dict) -> list["Pending"]:
@@ -224,8 +223,8 @@ def notebook_jobs(notebook: str, profile: str, *, data_dir=None, device: str = "
 
 def _rates(profile: str) -> dict[str, float]:
     """This machine's images/s per kind of work (estimate.rates), timed once per machine and kept in the store."""
-    from . import evaluate
-    machine = {**evaluate.cpu_info(), "torch": runtime.environment()["torch"], "version": 1}
+    from . import measure
+    machine = {**measure.cpu_info(), "torch": runtime.environment()["torch"], "version": 1}
     return runs.measured(profile, "rates", "estimate", machine, lambda: estimate.rates(quick=True))
 
 

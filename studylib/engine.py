@@ -1,7 +1,7 @@
 """The training engine: one loop for every recipe (torchvision references' shape).
 
     batched_logits(model, images, device=..., precision=...)   # evaluation, in batches
-    train_one_epoch(model, batches, optimizer, ...)            # one pass; returns loss / accuracy
+    train_one_epoch(model, plan, epoch, device=..., precision=...)   # one pass; returns (loss / accuracy, steps)
     fit(run, model, plan, ...)                                 # epochs, checkpoints, resume, outputs
 
 A recipe (``studylib.recipes``) builds a ``Plan``: its optimiser and schedule, the batches of

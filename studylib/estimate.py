@@ -9,12 +9,11 @@ and take minutes on one (an H200 trained the Custom CNN's 15 epochs in about a m
 
 from __future__ import annotations
 
-import time
 
 import pandas as pd
 import torch
 
-from . import config, engine, fastpath, models, runtime
+from . import config, engine, fastpath, models, runtime, timing
 from .augment import MixedBatch
 from .models import backbones
 
@@ -36,9 +35,8 @@ def _time_steps(model: torch.nn.Module, size: int, batch: int, steps: int, preci
     engine.train_one_epoch(model, engine.Plan(1, opt, lambda e: iter([MixedBatch(x, y, y, 1.0)]),
                                               lambda: torch.empty(0), 1), 0, device=dev, precision=precision,
                            channels_last=channels_last)  # warm-up (oneDNN primitive caches)
-    t0 = time.perf_counter()
-    engine.train_one_epoch(model, plan, 0, device=dev, precision=precision, channels_last=channels_last)
-    return steps * batch / (time.perf_counter() - t0)
+    return timing.rate(lambda: engine.train_one_epoch(model, plan, 0, device=dev, precision=precision,
+                                                      channels_last=channels_last), steps * batch, warmup=0)
 
 
 @torch.inference_mode()
@@ -47,10 +45,7 @@ def _time_forward(model: torch.nn.Module, size: int, batch: int, precision: str)
     model.eval().to(dev).to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     with runtime.autocast(dev, precision):
-        model(x)
-        t0 = time.perf_counter()
-        model(x)
-    return batch / (time.perf_counter() - t0)
+        return timing.rate(lambda: model(x), batch, warmup=1)
 
 
 def rates(quick: bool = False) -> dict[str, float]:
@@ -146,7 +141,7 @@ def stages(profile: str, notebooks: list[str], retrain: list[str] | None) -> pd.
     """Estimated minutes per retrained notebook on this machine (measured rates x the configured work)."""
     selected = [w for w in work(profile) if any(nb.startswith(w["notebook"]) for nb in notebooks)
                 and (not retrain or any(w["notebook"].startswith(n) for n in retrain))]
-    r = rates(quick=profile != "full")
+    r = rates(quick=not config.comparable(profile))  # a smoke profile's estimate needs no precise rates
     rows = [{**w, "images/s here": r[w["kind"]], "minutes here": w["images"] / r[w["kind"]] / 60} for w in selected]
     return pd.DataFrame(rows)
 

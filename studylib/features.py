@@ -3,7 +3,8 @@
 The backbone is frozen and the transfer protocol has no augmentation, so a backbone maps each
 image to the same feature vector in every epoch: its features for the 60,000 images are
 computed once and the head trains on them (same result as running the images through the
-backbone every epoch; tests/test_transfer.py checks the logits).
+backbone every epoch;
+tests/test_backbones_heads.py::test_head_on_cached_features_equals_images_through_frozen_backbone checks it).
 
 A cache lives in ``<artifacts>/<profile>/features/<backbone>-<hash(key)>/`` where the key is
 everything the features depend on: backbone, weights file sha256, input resolution, upscale,
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import artifacts, config, runs, runtime
+from . import artifacts, config, runs, runtime, timing
 
 FEATURES_VERSION = 1
 SHARD = 5000       # images per shard file: an interruption loses at most one shard of work
@@ -213,6 +214,5 @@ def time_extraction(model: nn.Module, images: torch.Tensor, *, precision: str = 
     model_batch), after one untimed warm-up batch."""
     batch_size = batch_size or model_batch(model, precision, runtime.resolve_device(device))
     extract(model, images[:batch_size], precision=precision, device=device, batch_size=batch_size, progress=False)
-    t0 = time.perf_counter()
-    extract(model, images, precision=precision, device=device, batch_size=batch_size, progress=False)
-    return len(images) / (time.perf_counter() - t0)
+    return timing.rate(lambda: extract(model, images, precision=precision, device=device, batch_size=batch_size,
+                                       progress=False), len(images), warmup=0)

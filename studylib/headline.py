@@ -1,6 +1,6 @@
 """Copy the headline table from a rendered report's results into the README (never by hand).
 
-    python -m studylib.headline                 # rewrite README.md from reports/published/results
+    python -m studylib.headline                 # rewrite README.md from reports/published/results/full
     python -m studylib.headline --check         # exit 1 when README.md differs from the results
 
 The table sits between two marker comments in README.md; everything else is left alone.
@@ -17,7 +17,7 @@ from pathlib import Path
 from . import artifacts, config
 
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
-DEFAULT_RESULTS = config.REPORTS_DIR / "published" / "results"
+DEFAULT_RESULTS = config.REPORTS_DIR / "published" / "results" / "full"  # <report>/results/<profile>
 README = config.PROJ_ROOT / "README.md"
 
 
@@ -54,7 +54,7 @@ def table(results_dir: Path = DEFAULT_RESULTS) -> str:
                      f"{_num(r.get('CPU Latency fp32 (ms)'), '.1f', ' ms')} | {'–' if _missing(trained) else trained} | "
                      f"{r['Status']} |")
     lines.append("")
-    timings = Path(results_dir).parent / "timings.json"
+    timings = Path(results_dir).parent.parent / "timings.json"  # the report's: <report>/results/<profile>/..
     if timings.exists():
         t = json.loads(timings.read_text())
         per_nb = ", ".join(f"{r['notebook']} {r['seconds'] / 60:.1f}" for r in t["notebooks"])

@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from . import artifacts, config, data, deploy, evaluate, runs, runtime
+from . import artifacts, config, data, deploy, measure, runtime, ship
 
 
 def data_provenance(data_dir=None) -> dict:
@@ -44,8 +44,8 @@ def rows_provenance(profile: str, weights_dir=None) -> list[dict]:
 
 
 def collect(profile: str, data_dir=None, weights_dir=None) -> dict:
-    return {"machine": {**evaluate.cpu_info(), "threads": torch.get_num_threads()},
+    return {"machine": {**measure.cpu_info(), "threads": torch.get_num_threads()},
             "profile": profile, "artifacts": f"${config.ARTIFACTS_DIR_ENV}" if os.environ.get(config.ARTIFACTS_DIR_ENV)
             else config.display_path(config.artifacts_dir()),
             "data": data_provenance(data_dir), "rows": rows_provenance(profile, weights_dir),
-            "shipped_files": len(runs.read_manifest())}
+            "shipped_files": len(ship.read_manifest())}

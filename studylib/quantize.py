@@ -92,7 +92,7 @@ def _drop_dead_tensors(gm: torch.fx.GraphModule) -> None:
             delattr(gm.get_submodule(owner), attr)
 
 
-def _require_calibration(calib_images: torch.Tensor, who: str) -> None:
+def require_calibration(calib_images: torch.Tensor, who: str) -> None:
     if len(calib_images) == 0:
         raise ValueError(f"{who} needs calibration images (a few hundred training images); got 0")
 
@@ -132,7 +132,7 @@ def static_int8(model: nn.Module, calib_images: torch.Tensor, body_attr: str, ba
       int8 kernels (MobileNetV2 at 224 px: ~1 min to build on 2 cores, again for each new batch
       size; then ~1.7x faster than fp32, logits within ~3% of the reference model); not done here.
     """
-    _require_calibration(calib_images, "static_int8")
+    require_calibration(calib_images, "static_int8")
     q = copy.deepcopy(model).eval()
     body = getattr(q, body_attr)
     unknown = sorted(set(keep_float) - {name for name, _ in body.named_modules()})
@@ -184,7 +184,7 @@ def torchvision_mobilenet_int8(model: nn.Module, calib_images: torch.Tensor, bat
     from torch.ao import quantization as tq
     from torchvision.models.quantization import mobilenet_v2 as quantizable_mobilenet_v2
 
-    _require_calibration(calib_images, "torchvision_mobilenet_int8")
+    require_calibration(calib_images, "torchvision_mobilenet_int8")
     q = copy.deepcopy(model).eval()
     body = quantizable_mobilenet_v2(weights=None, quantize=False)
     body.classifier = nn.Identity()
@@ -205,75 +205,3 @@ def torchvision_mobilenet_int8(model: nn.Module, calib_images: torch.Tensor, bat
         tq.convert(body, inplace=True)
     q.backbone, q.channels_last = body, False
     return q
-
-
-# ---------------------------------------------------------------------------------------
-# ONNX Runtime static INT8 (QDQ): the path that runs int8 convolutions with VNNI on these CPUs
-# ---------------------------------------------------------------------------------------
-def onnx_static_int8(model: nn.Module, calib_images: torch.Tensor, *, threads: int | None = None, **kw):
-    """An ONNX Runtime session (``threads`` intra-op threads) of ``onnx_static_int8_model(model, calib_images, **kw)``."""
-    from . import evaluate
-
-    return evaluate.onnx_runtime_session(onnx_static_int8_model(model, calib_images, **kw), threads=threads)
-
-
-def onnx_static_int8_model(model: nn.Module, calib_images: torch.Tensor, *, batch_size: int = 32,
-                           exclude_prefixes: Sequence[str] = ()) -> bytes:
-    """The serialised ONNX model of ``model`` (the deployed interface: uint8 images in, logits out) whose
-    convolutions and matmuls run in int8: exported in fp32 (``evaluate.onnx_session``'s exporter, checked
-    against PyTorch), then ``onnxruntime.quantization.quantize_static`` in QDQ format: unsigned 8-bit
-    activations and signed 8-bit per-channel weights (the U8S8 form that VNNI's dot products take), scales
-    from min/max over ``calib_images`` (training images, never test images). Preprocessing (cast, resize,
-    normalise) stays float. ``exclude_prefixes``: ONNX node names starting with these stay float.
-
-    PyTorch's PT2E path (``static_int8``) keeps the accuracy but runs slower than fp32 in eager mode here;
-    ONNX Runtime fuses the QDQ pairs into QLinearConv kernels."""
-    import os
-    import tempfile
-
-    import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_static)
-
-    from . import evaluate
-
-    _require_calibration(calib_images, "onnx_static_int8")
-    example = calib_images[:2]
-    evaluate.onnx_session(model, example, check=calib_images[:3])  # the fp32 export is faithful (or it raises)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"images": calib_images[i:i + batch_size].numpy()}
-                                 for i in range(0, len(calib_images), batch_size)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    with tempfile.TemporaryDirectory(prefix="int8_") as tmp:
-        fp32, prep, int8 = (os.path.join(tmp, f) for f in ("fp32.onnx", "prep.onnx", "int8.onnx"))
-        with open(fp32, "wb") as f:
-            f.write(evaluate.onnx_export_bytes(model, example))
-        quant_pre_process(fp32, prep, skip_symbolic_shape=True)  # shape inference + graph cleanup, as ORT advises
-        nodes = [n.name for n in onnx.load(prep).graph.node]
-        quantize_static(prep, int8, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=[n for n in nodes if n.startswith(tuple(exclude_prefixes))],
-                        op_types_to_quantize=["Conv", "MatMul", "Gemm"])
-        with open(int8, "rb") as f:
-            return f.read()
-
-
-class OnnxModel(nn.Module):
-    """An ONNX Runtime model with the deployed interface (uint8 images in, float32 logits out), so the table's
-    accuracy and latency code runs it as it runs a PyTorch model. ``size_bytes``: the serialised model."""
-
-    def __init__(self, model_bytes: bytes, *, threads: int | None = None):
-        super().__init__()
-        from . import evaluate
-
-        self.session, self.size_bytes = evaluate.onnx_runtime_session(model_bytes, threads=threads), len(model_bytes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from . import evaluate
-
-        return evaluate.onnx_run(self.session, x, batch_size=len(x))

@@ -7,6 +7,8 @@
     holm(p_values)                             # Holm-adjusted p-values of a family of tests
     row = compare("scratch", preds_a, "pretrained", preds_b, labels)
     format_difference(row)                     # "+3.21 points (95% CI 2.80 to 3.62, bootstrap; McNemar p < 0.001)"
+    wilson_interval(8711, 10000)               # 95% interval of one model's test accuracy
+    cm = confusion_matrix(pred, labels, 10); top_confusion_pairs(cm, classes, k=5)
 
 McNemar asks whether two trained models differ on *these* test images (paired, per image); it runs
 only on pairs of single models (seed-matched, or every seed pair where the seed counts differ), never
@@ -21,6 +23,7 @@ import math
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 from scipy import stats as st
 
 
@@ -218,3 +221,61 @@ def format_difference(row: dict, unit_points: bool = True) -> str:
     low, high = fmt.format(row["low"] * scale), fmt.format(row["high"] * scale)
     how = ", bootstrap" if "bootstrap" in str(row.get("interval_method", "")) else ""
     return f"{diff}{unit} ({level}% CI {low} to {high}{how}; McNemar {p})"
+
+
+# ---------------------------------------------------------------------------------------
+# One model's accuracy and its confusions (numpy only: the report reads them from predictions)
+# ---------------------------------------------------------------------------------------
+Z95 = 1.959963984540054  # two-sided 95% standard-normal quantile
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (``correct`` successes of ``n``).
+
+    Chosen over the normal approximation because it stays inside [0, 1] and keeps its coverage
+    for small test subsets and accuracies near 0 or 1 (Brown, Cai & DasGupta 2001).
+    """
+    if n <= 0:
+        raise ValueError(f"wilson_interval needs n > 0 test images, got n={n}")
+    if not 0 <= correct <= n:
+        raise ValueError(f"correct must be in [0, n={n}], got {correct}")
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def confusion_matrix(pred, labels, num_classes: int) -> np.ndarray:
+    """``cm[t, p]`` = images of true class t predicted as p."""
+    pred, labels = np.asarray(pred, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    if pred.shape != labels.shape:
+        raise ValueError(f"pred {pred.shape} and labels {labels.shape} differ in shape")
+    return np.bincount(labels * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes,
+                                                                                                 num_classes)
+
+
+def top_confusion_pairs(cm: np.ndarray, classes, k: int = 5) -> pd.DataFrame:
+    """The ``k`` class pairs most often confused, counting both directions (A->B plus B->A)."""
+    n = len(classes)
+    rows = [{"pair": f"{classes[a]} ↔ {classes[b]}", "a": classes[a], "b": classes[b],
+             "a_to_b": int(cm[a, b]), "b_to_a": int(cm[b, a]), "total": int(cm[a, b] + cm[b, a])}
+            for a in range(n) for b in range(a + 1, n)]
+    rows.sort(key=lambda r: (-r["total"], r["pair"]))  # ties broken by name: a stable ranking
+    return pd.DataFrame(rows[:k])
+
+
+def pair_counts(cm: np.ndarray, classes, a: str, b: str) -> int:
+    i, j = list(classes).index(a), list(classes).index(b)
+    return int(cm[i, j] + cm[j, i])
+
+
+def compare_pairs(cm_base: np.ndarray, cm_other: np.ndarray, classes, k: int = 5) -> pd.DataFrame:
+    """Top-``k`` pairs ranked on ``cm_base`` (the scratch model) beside ``cm_other``'s counts
+    for the same pairs, and the reduction in percent (positive = fewer confusions)."""
+    top = top_confusion_pairs(cm_base, classes, k)
+    other = [pair_counts(cm_other, classes, a, b) for a, b in zip(top.a, top.b)]
+    out = top[["pair", "total"]].rename(columns={"total": "base"})
+    out["other"] = other
+    out["reduction_pct"] = [100.0 * (1 - o / s) if s else float("nan") for s, o in zip(out.base, other)]
+    return out

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from studylib import artifacts, config, data, engine, features, models, reference, runs, weights
+from studylib import artifacts, config, data, engine, experiments, features, models, reference, runs, weights
 from studylib.models import backbones
 from studylib.preprocess import Normalize
 from studylib.recipes import heads
@@ -455,7 +455,7 @@ def test_reference_file_holds_the_published_table():
 def test_notebook_tables_report_a_backbone_without_weights_and_go_on(offline, capsys):
     """Notebook 09 failed on a clone without ../shared (WeightsUnavailable: 'mobilenet_v2'): its tables now
     leave the row out, saying so with the command that gets the weights."""
-    for table in (heads.seeds_table, heads.data_efficiency_table, heads.calibration_runs):
+    for table in (experiments.seeds_table, experiments.data_efficiency_table, experiments.calibration_runs):
         assert len(table("quick", names=("mobilenet_v2",))) == 0
         out = capsys.readouterr().out
         assert out.startswith("mobilenet_v2: not run: no pretrained weights")

@@ -2,6 +2,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from studylib import artifacts, config, runs
+from studylib import artifacts, config, runs, ship
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -42,10 +43,23 @@ def test_configuration_errors_name_the_problem():
 
 
 def test_no_profile_branches_outside_config():
-    """Per-profile settings live in config.PROFILES: no module branches on the profile's name."""
-    offenders = [p.name for p in (config.PROJ_ROOT / "studylib").rglob("*.py")
-                 if 'profile == "quick"' in p.read_text() or "profile == 'quick'" in p.read_text()]
+    """Per-profile settings are attributes of config.PROFILES (``config.comparable``, ``config.shipped``): no
+    module, run_all.py or notebook compares a profile with one of its names."""
+    names = "|".join(map(re.escape, config.PROFILES))
+    branch = re.compile(rf"""(?:==|!=)\s*\\?["'](?:{names})\\?["']|\\?["'](?:{names})\\?["']\s*(?:==|!=)""")
+    files = [*(config.PROJ_ROOT / "studylib").rglob("*.py"), config.PROJ_ROOT / "run_all.py",
+             *config.NOTEBOOKS_DIR.glob("*.ipynb")]
+    offenders = [f"{p.name}: {m.group(0)}" for p in files for m in branch.finditer(p.read_text())]
     assert offenders == []
+    assert branch.search('if profile != "full":') and branch.search("x = 'quick' == profile")
+
+
+def test_profiles_declare_their_attributes():
+    for name in config.PROFILES:
+        assert isinstance(config.comparable(name), bool) and isinstance(config.shipped(name), bool)
+    assert config.comparable("full") and config.shipped("full") and not config.shipped("quick")
+    with pytest.raises(ValueError, match="unknown profile 'tiny'"):
+        config.comparable("tiny")
 
 
 def test_display_path_hides_machine_paths(monkeypatch, tmp_path):
@@ -136,9 +150,9 @@ def test_shipped_runs_are_found_verified_and_never_overwritten(artifact_root, tm
     _finish(run)
     artifacts.torch_save(run.folder / "model.pt", {"w": torch.ones(2)})
     artifacts.torch_save(run.folder / "checkpoint.pt", {"big": 1})
-    written = runs.ship(run, weights=True)
+    written = ship.ship(run, weights=True)
     assert sorted(p.name for p in written) == ["metrics.json", "model.pt", "predictions.npz"]
-    assert runs.verify_manifest() == 3
+    assert ship.verify_manifest() == 3
     run.reset()  # gone from the store: now found in runs/
     again = runs.Run("head", "m", {"k": 1}, "full")
     assert again.done and again.shipped and again.load()["w"].sum() == 2
@@ -148,8 +162,8 @@ def test_shipped_runs_are_found_verified_and_never_overwritten(artifact_root, tm
     assert not runs.Run("head", "m", {"k": 1}, "full").done
     monkeypatch.delenv(runs.USE_SHIPPED_ENV)
     (again.shipped_folder / "metrics.json").write_text('{"test_acc": 0.99}')
-    with pytest.raises(runs.ShippedRunError, match="metrics.json has sha256 .* altered"):
-        runs.verify_manifest()
+    with pytest.raises(ship.ShippedRunError, match="metrics.json has sha256 .* altered"):
+        ship.verify_manifest()
 
 
 def test_measured_caches_per_key(artifact_root):
@@ -222,7 +236,7 @@ def test_the_run_lifecycle_is_written_once():
 def test_every_shipped_file_is_committable():
     """A fresh clone has exactly what git tracks: a manifest entry that .gitignore hides (model.pt once
     was, by ``*.pt``) would make every fresh clone refuse the shipped runs."""
-    files = [f"runs/{rel}" for rel in runs.read_manifest()]
+    files = [f"runs/{rel}" for rel in ship.read_manifest()]
     if not files:
         pytest.skip("no shipped runs")
     root = config.PROJ_ROOT
@@ -233,17 +247,17 @@ def test_every_shipped_file_is_committable():
 
 
 def test_shipped_runs_fit_their_budget():
-    """runs/ (git-tracked, in every clone) stays within runs.SHIPPED_BUDGET; the manifest lists every file in it
+    """runs/ (git-tracked, in every clone) stays within ship.SHIPPED_BUDGET; the manifest lists every file in it
     but itself, the README and the deployed rows' index."""
     from studylib import deploy
 
-    if not runs.read_manifest():
+    if not ship.read_manifest():
         pytest.skip("no shipped runs")
-    listed = sum(rec["bytes"] for rec in runs.read_manifest().values())
-    total = runs.shipped_bytes()
-    unlisted = [n for n in (runs.MANIFEST, "README.md", deploy.INDEX_FILE) if (runs.shipped_root() / n).exists()]
+    listed = sum(rec["bytes"] for rec in ship.read_manifest().values())
+    total = ship.shipped_bytes()
+    unlisted = [n for n in (ship.MANIFEST, "README.md", deploy.INDEX_FILE) if (runs.shipped_root() / n).exists()]
     assert total == listed + sum((runs.shipped_root() / n).stat().st_size for n in unlisted)
-    assert total <= runs.SHIPPED_BUDGET, f"runs/ holds {total / 1e6:.1f} MB, over {runs.SHIPPED_BUDGET / 1e6:.0f} MB"
+    assert total <= ship.SHIPPED_BUDGET, f"runs/ holds {total / 1e6:.1f} MB, over {ship.SHIPPED_BUDGET / 1e6:.0f} MB"
 
 
 def test_shipped_files_name_no_machine_path():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from studylib import config, deploy, evaluate, gradcam, models
+from studylib import config, deploy, evaluate, gradcam, measure, models, stats
 from studylib.recipes import scratch
 
 CLASSES = ["a", "b", "c"]
@@ -14,25 +14,25 @@ CLASSES = ["a", "b", "c"]
 # --- confidence intervals ---------------------------------------------------------------
 def test_wilson_interval_known_values():
     # Published worked example (Newcombe 1998, table I): 81 of 263 -> 0.2553 to 0.3662.
-    lo, hi = evaluate.wilson_interval(81, 263)
+    lo, hi = stats.wilson_interval(81, 263)
     assert lo == pytest.approx(0.2553, abs=5e-5) and hi == pytest.approx(0.3662, abs=5e-5)
     # Symmetric around 1/2, and never outside [0, 1] at the edges (where Wald collapses to a point).
-    lo, hi = evaluate.wilson_interval(50, 100)
+    lo, hi = stats.wilson_interval(50, 100)
     assert lo + hi == pytest.approx(1.0) and hi - lo == pytest.approx(0.1923, abs=1e-4)
-    lo, hi = evaluate.wilson_interval(0, 10)
+    lo, hi = stats.wilson_interval(0, 10)
     assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
-    assert evaluate.wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert stats.wilson_interval(10, 10)[1] == pytest.approx(1.0)
 
 
 def test_wilson_interval_shrinks_like_one_over_root_n():
-    w = [np.subtract(*evaluate.wilson_interval(int(0.87 * n), n)[::-1]) for n in (1000, 4000, 16000)]
+    w = [np.subtract(*stats.wilson_interval(int(0.87 * n), n)[::-1]) for n in (1000, 4000, 16000)]
     assert w[0] / w[1] == pytest.approx(2.0, rel=0.02) and w[1] / w[2] == pytest.approx(2.0, rel=0.02)
 
 
 @pytest.mark.parametrize("correct,n", [(1, 0), (-1, 5), (6, 5)])
 def test_wilson_interval_rejects_bad_counts(correct, n):
     with pytest.raises(ValueError):
-        evaluate.wilson_interval(correct, n)
+        stats.wilson_interval(correct, n)
 
 
 def test_accuracy_with_ci():
@@ -46,7 +46,7 @@ def test_accuracy_with_ci():
 def test_confusion_matrix_and_report():
     labels = np.array([0, 0, 0, 1, 1, 2])
     pred = np.array([0, 1, 1, 1, 0, 2])
-    cm = evaluate.confusion_matrix(pred, labels, 3)
+    cm = stats.confusion_matrix(pred, labels, 3)
     assert cm.tolist() == [[1, 2, 0], [1, 1, 0], [0, 0, 1]]
     rep = evaluate.classification_report(torch.eye(3)[pred], torch.as_tensor(labels), CLASSES).set_index("class")
     assert rep.loc["a", "precision"] == pytest.approx(1 / 2) and rep.loc["a", "recall"] == pytest.approx(1 / 3)
@@ -63,7 +63,7 @@ def test_top_confusion_pairs_sum_both_directions():
     cm = np.array([[50, 3, 9],
                    [8, 40, 1],
                    [2, 7, 30]])
-    top = evaluate.top_confusion_pairs(cm, CLASSES, k=3)
+    top = stats.top_confusion_pairs(cm, CLASSES, k=3)
     assert top.pair.tolist() == ["a ↔ b", "a ↔ c", "b ↔ c"]
     assert top.total.tolist() == [11, 11, 8]  # tie 11/11 broken by name
     assert top.iloc[0][["a_to_b", "b_to_a"]].tolist() == [3, 8]
@@ -72,7 +72,7 @@ def test_top_confusion_pairs_sum_both_directions():
 def test_compare_pairs_reduction():
     base = np.array([[0, 30, 5], [10, 0, 1], [5, 1, 0]])
     other = np.array([[0, 4, 5], [6, 0, 1], [1, 1, 0]])
-    out = evaluate.compare_pairs(base, other, CLASSES, k=2)
+    out = stats.compare_pairs(base, other, CLASSES, k=2)
     assert out.pair.tolist() == ["a ↔ b", "a ↔ c"]
     assert out.base.tolist() == [40, 10] and out.other.tolist() == [10, 6]
     assert out.reduction_pct.tolist() == pytest.approx([75.0, 40.0])
@@ -90,27 +90,27 @@ def test_most_confident_mistakes_ranked():
 def test_latency_harness_is_sane():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     before = torch.get_num_threads()
-    out = evaluate.measure_latency(model, torch.rand(1, 3, 32, 32), threads=1, warmup=2, runs=20)
+    out = measure.measure_latency(model, torch.rand(1, 3, 32, 32), threads=1, warmup=2, runs=20)
     assert torch.get_num_threads() == before  # restored
     assert out["runs"] == 20 and out["threads"] == 1 and out["batch"] == 1
     assert 0 < out["min_ms"] <= out["median_ms"] <= out["p90_ms"] < 1000
-    bf16 = evaluate.measure_latency(model, torch.rand(1, 3, 32, 32), threads=1, warmup=1, runs=5, precision="bf16")
+    bf16 = measure.measure_latency(model, torch.rand(1, 3, 32, 32), threads=1, warmup=1, runs=5, precision="bf16")
     assert bf16["precision"] == "bf16" and bf16["median_ms"] > 0
-    thr = evaluate.measure_throughput(model, torch.rand(64, 3, 32, 32), threads=1, runs=2)
+    thr = measure.measure_throughput(model, torch.rand(64, 3, 32, 32), threads=1, runs=2)
     assert thr["images_per_s"] > 0 and thr["batch"] == 64
     with pytest.raises(ValueError):
-        evaluate.measure_latency(model, torch.rand(1, 3, 32, 32), runs=0)
+        measure.measure_latency(model, torch.rand(1, 3, 32, 32), runs=0)
 
 
 def test_latency_grows_with_work():
     small, big = nn.Linear(64, 64), nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(8)])
-    t_small = evaluate.measure_latency(small, torch.rand(1, 64), threads=1, warmup=2, runs=20)["median_ms"]
-    t_big = evaluate.measure_latency(big, torch.rand(64, 1024), threads=1, warmup=2, runs=20)["median_ms"]
+    t_small = measure.measure_latency(small, torch.rand(1, 64), threads=1, warmup=2, runs=20)["median_ms"]
+    t_big = measure.measure_latency(big, torch.rand(64, 1024), threads=1, warmup=2, runs=20)["median_ms"]
     assert t_big > 5 * t_small  # ~8 GFLOP-scale more work must show up in the timings
 
 
 def test_state_dict_bytes_counts_parameters():
-    n = evaluate.state_dict_bytes(nn.Linear(1000, 100))
+    n = measure.state_dict_bytes(nn.Linear(1000, 100))
     assert 4 * 100_100 <= n < 4 * 100_100 + 10_000
 
 
@@ -135,7 +135,7 @@ def test_fold_batchnorm_keeps_the_function_of_transfer_models(name):
     torch.manual_seed(0)
     model = _random_bn_stats(backbones.build_transfer(name, init=None, size=32)).use_channels_last()
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    folded, n = evaluate.fold_batchnorm(model, x[:2])
+    folded, n = measure.fold_batchnorm(model, x[:2])
     bns = lambda m: sum(isinstance(y, nn.BatchNorm2d) for y in m.modules())  # noqa: E731
     assert n == bns(model) > 40 and bns(folded) == 0          # every conv->BN pair folded, the original untouched
     with torch.no_grad():
@@ -147,7 +147,7 @@ def test_fold_batchnorm_folds_the_custom_cnn_and_leaves_the_vit():
     for name, expected in (("custom_cnn", 7), ("vit_small", 0)):
         model = _random_bn_stats(models.build_model(name))
         x = torch.randn(3, 3, 32, 32)
-        folded, n = evaluate.fold_batchnorm(model, x)
+        folded, n = measure.fold_batchnorm(model, x)
         assert n == expected
         with torch.no_grad():
             assert torch.allclose(model(x), folded(x), atol=1e-4)
@@ -167,8 +167,8 @@ class ConvReused(nn.Module):
 
 def test_fold_batchnorm_refuses_to_change_a_model():
     model = _random_bn_stats(ConvReused())
-    with pytest.raises(evaluate.FoldError, match="changed its outputs"):
-        evaluate.fold_batchnorm(model, torch.randn(2, 3, 8, 8))
+    with pytest.raises(measure.FoldError, match="changed its outputs"):
+        measure.fold_batchnorm(model, torch.randn(2, 3, 8, 8))
 
 
 # --- ONNX Runtime re-evaluation (notebook 05) ---------------------------------------------
@@ -189,7 +189,7 @@ def test_onnx_logits_are_the_models_fp32_logits(name):
     model = _deployable(name)
     x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     expected = engine.batched_logits(model, x, precision="fp32", batch_size=5)
-    got = evaluate.onnx_logits(model, x, batch_size=2, threads=1)  # 2 + 2 + 1: the batch size is free
+    got = measure.onnx_logits(model, x, batch_size=2, threads=1)  # 2 + 2 + 1: the batch size is free
     assert got.dtype == torch.float32 and got.shape == expected.shape == (5, 10)
     assert torch.allclose(got, expected, rtol=0, atol=1e-4 * float(expected.abs().max()))
     assert not model.training  # left in eval mode, as it came
@@ -200,9 +200,9 @@ def test_onnx_batch_follows_the_models_input_size():
 
     at224 = backbones.build_transfer("mobilenet_v2", init=None, size=224)
     at64 = backbones.build_transfer("mobilenet_v2", init=None, size=64)
-    assert evaluate.onnx_batch(at224) == evaluate.ONNX_BATCH_BY_SIZE[224]
-    assert evaluate.onnx_batch(at64) == evaluate.onnx_batch(scratch.build("custom_cnn", config.recipe("study"))) \
-        == evaluate.ONNX_BATCH  # sizes not swept, and models without a resizing preprocessor
+    assert measure.onnx_batch(at224) == measure.ONNX_BATCH_BY_SIZE[224]
+    assert measure.onnx_batch(at64) == measure.onnx_batch(scratch.build("custom_cnn", config.recipe("study"))) \
+        == measure.ONNX_BATCH  # sizes not swept, and models without a resizing preprocessor
 
 
 class FixedBatch(nn.Module):
@@ -214,9 +214,9 @@ class FixedBatch(nn.Module):
 
 def test_onnx_session_refuses_a_copy_that_differs_from_the_model():
     x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
-    evaluate.onnx_session(FixedBatch(), x[:2])  # checked where it was traced: fine
-    with pytest.raises(evaluate.OnnxExportError, match="FixedBatch"):
-        evaluate.onnx_session(FixedBatch(), x[:2], check=x)
+    measure.onnx_session(FixedBatch(), x[:2])  # checked where it was traced: fine
+    with pytest.raises(measure.OnnxExportError, match="FixedBatch"):
+        measure.onnx_session(FixedBatch(), x[:2], check=x)
 
 
 # --- Grad-CAM -------------------------------------------------------------------------------
@@ -315,3 +315,15 @@ def test_gradcam_layers_of_transfer_architectures(name):
     model = models.build_model(name, init=None).eval()
     maps = gradcam.for_model(model, torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8))
     assert maps.shape == (1, 32, 32) and torch.isfinite(maps).all()
+
+
+def test_the_one_timing_helper_warms_up_then_times_each_call(monkeypatch):
+    from studylib import timing
+
+    clock, calls = iter(range(0, 100, 2)), []  # each timed call "takes" 2 s on a fake clock
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    t = timing.time_call(lambda: calls.append(1), warmup=3, repeats=4)
+    assert len(calls) == 7 and t["all_s"] == [2, 2, 2, 2] and t["total_s"] == 8 and t["median_s"] == 2
+    assert timing.rate(lambda: None, 64, warmup=0, repeats=4) == 64 * 4 / 8  # images per second
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        timing.time_call(lambda: None, repeats=0)

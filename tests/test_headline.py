@@ -6,7 +6,7 @@ from studylib import headline
 
 
 def _results(tmp_path):
-    res = tmp_path / "published" / "results"
+    res = tmp_path / "published" / "results" / "full"  # run_all.py's layout: <report>/results/<profile>
     res.mkdir(parents=True)
     rows = [{"Model": "Custom CNN", "Strategy": "from scratch", "Status": "ok", "Accuracy (%)": 77.5,
              "CI low (%)": 76.67, "CI high (%)": 78.31, "Reference Accuracy (%)": 48.4, "Trainable Params": 2462282,
@@ -16,7 +16,7 @@ def _results(tmp_path):
              "Reference Accuracy (%)": 87.48, "Trainable Params": 5130, "Total Params": 11181642}]
     env = {"profile": "full", "cpu": "Test CPU", "threads": 2, "torch": "2.14.1"}
     (res / "benchmark.json").write_text(json.dumps({"environment": env, "rows": rows}))
-    (res.parent / "timings.json").write_text(json.dumps({"total_seconds": 600, "notebooks": [
+    (res.parent.parent / "timings.json").write_text(json.dumps({"total_seconds": 600, "notebooks": [
         {"notebook": "01", "seconds": 60}, {"notebook": "05", "seconds": 540}]}))
     return res
 

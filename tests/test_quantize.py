@@ -165,7 +165,7 @@ def test_onnx_static_int8_runs_the_deployed_interface_close_to_float():
     QDQ pairs) in the graph, logits close to the float model's on held-out images."""
     import numpy as np
 
-    from studylib import evaluate
+    from studylib import measure
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -174,12 +174,12 @@ def test_onnx_static_int8_runs_the_deployed_interface_close_to_float():
     _with_bn_stats(net, [images[i:i + 32] for i in range(0, 64, 32)])
     import onnx
 
-    model_bytes = quantize.onnx_static_int8_model(net, images[:64])
+    model_bytes = measure.onnx_static_int8_model(net, images[:64])
     ops = [n.op_type for n in onnx.load_from_string(model_bytes).graph.node]
     assert ops.count("Conv") == 2 and ops.count("DequantizeLinear") >= 4 and "QuantizeLinear" in ops
-    session = evaluate.onnx_runtime_session(model_bytes, threads=1)
+    session = measure.onnx_runtime_session(model_bytes, threads=1)
     held_out = images[64:]
-    out = evaluate.onnx_run(session, held_out, batch_size=16)
+    out = measure.onnx_run(session, held_out, batch_size=16)
     with torch.no_grad():
         ref = net(held_out)
     rel = ((out - ref).norm(dim=1) / ref.norm(dim=1)).mean().item()
@@ -187,4 +187,4 @@ def test_onnx_static_int8_runs_the_deployed_interface_close_to_float():
     assert out.shape == ref.shape and np.isfinite(out.numpy()).all()
     assert rel < REL_TOL and agree >= AGREE_MIN, (rel, agree)
     with pytest.raises(ValueError):
-        quantize.onnx_static_int8(net, images[:0])
+        measure.onnx_static_int8(net, images[:0])

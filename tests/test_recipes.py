@@ -33,10 +33,22 @@ def fake_features(n_train_per_class=20, n_test_per_class=10, dim=1280, seed=0) -
     return heads.Features(model, tr, te, "quick", train_feats=trf, test_feats=tef)
 
 
-def test_repeat_to():
-    idx = np.arange(7)
-    assert len(heads.repeat_to(idx, 20)) == 21 and set(heads.repeat_to(idx, 20)) == set(idx)
-    assert np.array_equal(heads.repeat_to(idx, 5), idx)
+def test_one_training_subset_rule():
+    """data.training_subset: the subset-and-repeat rule of the scratch, strong, head, probe and fine-tune recipes."""
+    from studylib import data
+
+    labels = np.repeat(np.arange(10), 20)  # 20 images per class
+    sub = data.training_subset(labels, 5, subset_seed=0, min_epoch_images=120)
+    assert sub.per_class == 5 and len(sub.indices) == 50 and sub.val_indices is None
+    assert np.array_equal(sub.indices, data.stratified_subset(labels, 5, 0))  # nested across sizes, ascending
+    assert sub.repeats == 3 and np.array_equal(sub.epoch_indices, np.tile(sub.indices, 3))  # 150 >= 120 images
+    assert data.training_subset(labels, 5, 0, min_epoch_images=10).repeats == 1  # never shortened
+    for whole in (None, 20):  # the whole split is keyed as such: per_class None
+        sub = data.training_subset(labels, whole, 0)
+        assert sub.per_class is None and np.array_equal(sub.indices, np.arange(200))
+    sub = data.training_subset(labels, 20, 0, val_fraction=0.1)  # a held-out split: no longer the whole split
+    assert sub.per_class == 20 and len(sub.val_indices) == 20 and len(sub.indices) == 180
+    assert not set(sub.indices) & set(sub.val_indices)
 
 
 def test_head_subset_repetition_calibration_and_reuse(artifact_root):

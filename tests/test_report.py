@@ -1,5 +1,6 @@
-"""Generated tables and text (studylib.report), on toy inputs: every one must follow its inputs, and say
-"not measured" rather than invent a number."""
+"""Generated tables and text (studylib.report, studylib.findings), on toy inputs: every one must follow its
+inputs, and say "not measured" rather than invent a number; and the sections that ensure runs
+(studylib.experiments), the re-evaluation (studylib.measure) and the results writer (studylib.results)."""
 
 import copy
 
@@ -7,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from studylib import config, report, stats
+from studylib import config, experiments, findings, measure, report, results, stats
 from studylib.recipes import finetune
 
 
@@ -50,18 +51,18 @@ def test_controlled_cells_differ_in_init_rate_and_batchnorm_and_the_text_names_e
     words = finetune.describe_differences(finetune.config_differences(ft_a, ft_b))
     assert len(words) == 3 and any("1e-03 vs 1e-02" in w for w in words)
     assert any(w.startswith("recipe.precision (fp32 vs bf16)") for w in words)
-    line = report.comparison_line({"network": "N", "size": 64, "train_images": 50000, "epochs": 15,
+    line = findings.comparison_line({"network": "N", "size": 64, "train_images": 50000, "epochs": 15,
                                    "differences": {"probe": finetune.describe_differences(probe), "finetune": words}})
     for w in finetune.describe_differences(probe) + words:
         assert w in line
 
 
 def test_verdicts_need_seeds_and_a_margin():
-    assert report.verdict([0.775], 48.40)["verdict"].startswith("one seed: +29.10 points")
-    v = report.verdict([0.770, 0.775, 0.780], 48.40)
+    assert findings.verdict([0.775], 48.40)["verdict"].startswith("one seed: +29.10 points")
+    v = findings.verdict([0.770, 0.775, 0.780], 48.40)
     assert v["verdict"].startswith("contradicted") and v["seeds"] == 3 and v["mean_pct"] == pytest.approx(77.5)
-    assert report.verdict([0.6225, 0.6230, 0.6235], 62.30)["verdict"].startswith("consistent")
-    assert report.verdict([0.60, 0.63, 0.66], 62.30)["verdict"].startswith("inconclusive")
+    assert findings.verdict([0.6225, 0.6230, 0.6235], 62.30)["verdict"].startswith("consistent")
+    assert findings.verdict([0.60, 0.63, 0.66], 62.30)["verdict"].startswith("inconclusive")
 
 
 def _row(diff, low, high, p=0.01):
@@ -81,7 +82,7 @@ def test_bottom_line_from_a_toy_summary():
          "epochs": 15, "lr_search": {"epochs": 3, "train_n": 45000, "steps": 1056},
          "differences": {"probe": ["the initialisation (imagenet vs random)"],
                          "finetune": ["the initialisation (imagenet vs random)", "the learning rate (1e-03 vs 1e-02)"]}}
-    lines = report.bottom_line(s)
+    lines = findings.bottom_line(s)
     assert 5 <= len(lines) <= 8
     text = "\n".join(lines)
     assert "MobileNetV2 (float weights) at 64 px, 50,000 training images; end to end: 15 epochs" in text
@@ -99,7 +100,7 @@ def test_bottom_line_says_not_measured_for_missing_parts():
     s = {"network": "N", "size": 64, "train_images": 50000,
          "cells": {"probe/imagenet": report.cell_summary([0.8]), "probe/random": report.cell_summary([])},
          "init_effect": {"probe": None, "finetune": None}, "small": None, "strong": None}
-    text = "\n".join(report.bottom_line(s))
+    text = "\n".join(findings.bottom_line(s))
     assert "random init not measured" in text and "ImageNet minus random: not measured" in text
     assert "80.00% (1 seed)" in text and "Small data**: not measured" in text
     assert "best from-scratch recipe**: not measured" in text
@@ -128,7 +129,7 @@ def test_pair_tables_count_both_directions_and_share_of_errors():
 
 def test_paired_statements_match_stats():
     row = stats.compare("a", [np.array([0, 1, 1, 0])], "b", [np.array([1, 1, 1, 0])], np.array([1, 1, 1, 0]))
-    assert report._diff(row) == stats.format_difference(row) and report._diff(None) == "not measured"
+    assert findings._diff(row) == stats.format_difference(row) and findings._diff(None) == "not measured"
 
 
 class _Run:
@@ -145,7 +146,7 @@ def test_imagenet_cells_are_tested_against_the_strong_recipe():
     strong = {"runs": [_Run([0, 1, 2, 3, 0, 0])]}  # 5 of 6 right
     grid = {"runs": {("probe", "imagenet"): [_Run([0, 1, 0, 0, 0, 0])],  # 3 right; loses 2, wins none
                      ("finetune", "imagenet"): [_Run([0, 1, 2, 3, 0, 1]), _Run([0, 0, 0, 0, 0, 0], done=False)]}}
-    pairs = report.strong_pairs(grid, strong)
+    pairs = experiments.strong_pairs(grid, strong)
     assert [(p[0], p[2]) for p in pairs] == [("strong recipe (no TTA)", finetune.CELL_LABELS[(tr, "imagenet")])
                                              for tr in ("probe", "finetune")]
     assert len(pairs[1][3]) == 1  # the unfinished seed is left out
@@ -154,7 +155,7 @@ def test_imagenet_cells_are_tested_against_the_strong_recipe():
     assert (probe.n01, probe.n10) == (0, 2) and probe.difference == pytest.approx(-2 / 6)
     assert (ft.n01, ft.n10) == (1, 0) and ft.difference == pytest.approx(1 / 6)
     # an ImageNet cell with no finished run gives no row, never a made-up one
-    assert len(report.paired_tests(report.strong_pairs({"runs": {}}, strong))) == 0
+    assert len(report.paired_tests(experiments.strong_pairs({"runs": {}}, strong))) == 0
 
 
 def test_reevaluation_fails_loudly_naming_the_row_and_both_numbers(artifact_root):
@@ -172,13 +173,13 @@ def test_reevaluation_fails_loudly_naming_the_row_and_both_numbers(artifact_root
     run = runs.Run("scratch", "custom_cnn", {"t": 1}, "quick")
     run.finish({"test_acc": 0.5}, predictions={"pred": np.zeros(10, np.uint8)})
     rows = {"custom_cnn": deploy.Deployed(deploy.ROW["custom_cnn"], deploy.OK, Constant(), run)}
-    table, logits = report.reevaluate(rows, test, 0.05)
+    table, logits = measure.reevaluate(rows, test, 0.05)
     assert table.loc["Custom CNN (study recipe)", "recomputed (%)"] == 50.0 and logits["custom_cnn"].shape == (10, 10)
     assert table.loc["Custom CNN (study recipe)", "same prediction as recorded (%)"] == 100.0
     assert table.loc["Custom CNN (study recipe)", "engine"].startswith("onnxruntime ")  # the CPU path
     run.finish({"test_acc": 0.6}, predictions={"pred": np.zeros(10, np.uint8)})
-    with pytest.raises(report.ReevaluationError, match=r"Custom CNN \(study recipe\): recorded 60.00%, recomputed 50.00%"):
-        report.reevaluate(rows, test, 0.05)
+    with pytest.raises(measure.ReevaluationError, match=r"Custom CNN \(study recipe\): recorded 60.00%, recomputed 50.00%"):
+        measure.reevaluate(rows, test, 0.05)
 
 
 def test_an_unfinished_grid_table_still_has_its_columns():
@@ -215,20 +216,18 @@ def test_resolution_section_times_extraction_only_where_a_probe_finished(monkeyp
     monkeypatch.setattr(heads, "head_job", head_job)
     timed = []
     monkeypatch.setattr(features, "time_extraction", lambda model, images, **kw: timed.append(len(images)) or 100.0)
-    res = report.resolution_section("quick")
+    res = experiments.resolution_section("quick")
     g = config.grid("resolution", "quick")
     assert len(timed) == len(g["backbones"])  # the one finished size per backbone, nothing else
     assert set(res["size"]) == {64} and len(res) == len(g["backbones"]) * len(g["seeds"])
     assert (res["images_per_s"] == 100.0).all()
-    # a missing probe names the command that computes it (the heads CLI's resolution step)
-    assert {j.command for j in jobs} == {"python -m studylib.recipes.heads --profile quick --only resolution"}
+    # a missing probe names the command that computes it (the heads' CLI's resolution step)
+    assert {j.command for j in jobs} == {"python -m studylib.experiments --profile quick --only resolution"}
 
 
-def test_report_helpers_leave_nothing_for_a_cell_to_show(tmp_path):
-    """A notebook cell ending with write_csv shows no path; a per-class plot of no finished run draws nothing."""
+def test_a_per_class_plot_of_no_finished_run_draws_nothing():
     from studylib import plots
 
-    assert report.write_csv(tmp_path, "t", pd.DataFrame({"a": [1]})) is None and (tmp_path / "t.csv").exists()
     assert plots.per_class_bars(pd.DataFrame(index=pd.Index(["cat"], name="class")), "t") is None
 
 
@@ -237,8 +236,8 @@ def test_reconciliation_keeps_one_row_per_training_set_size(tmp_path):
     must never be pooled into one "50,000 images" row."""
     rows = [{"training": "probe", "init": "imagenet", "model": "mobilenet_v2_float", "size": 64, "train_images": n,
              "test_acc": acc} for n, acc in ((50000, 0.75), (50000, 0.74), (1000, 0.65), (5000, 0.70), (5000, 0.71))]
-    report.write_csv(tmp_path, "controlled_grid", pd.DataFrame(rows))
-    recon = report.reconciliation(tmp_path)
+    results.write_csv(tmp_path, "controlled_grid", pd.DataFrame(rows))
+    recon = report.reconciliation(results.read_all(tmp_path, report.RECONCILED))
     grid = recon[recon["where"] == "12 controlled grid"].set_index("training images")
     assert sorted(grid.index) == [1000, 5000, 50000]
     assert grid.loc[50000, "seeds"] == 2 and grid.loc[50000, "test acc (%)"] == pytest.approx(74.5)
@@ -261,8 +260,8 @@ def test_budget_line_states_each_gap_and_whether_it_closes_and_survives_json():
 
     rows = [{"epochs": 5, "low": 0.10, "high": 0.14, "statement": "+12.00 points (95% CI 10.00 to 14.00)"},
             {"epochs": 60, "low": -0.002, "high": 0.01, "statement": "+0.40 points (95% CI -0.20 to 1.00)"}]
-    line = report.budget_line(json.loads(json.dumps(rows)))  # as bottom_line.json stores them
+    line = findings.budget_line(json.loads(json.dumps(rows)))  # as bottom_line.json stores them
     assert "5 epochs +12.00 points" in line and "60 epochs +0.40 points" in line
     assert "At the largest budget measured (60 epochs) its interval includes 0: at that budget no gap can be shown" in line
-    assert "has not closed" in report.budget_line(pd.DataFrame(rows[:1]))
-    assert report.budget_line(None).endswith("not measured.")
+    assert "has not closed" in findings.budget_line(pd.DataFrame(rows[:1]))
+    assert findings.budget_line(None).endswith("not measured.")

@@ -2,6 +2,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -94,7 +95,8 @@ def test_quick_pipeline_end_to_end(real_data_dir, tmp_path):
     timings = json.loads((out / "timings.json").read_text())
     assert all(row["status"] == "ok" and row["summary"] for row in timings["notebooks"])
     assert "3,195,146" in (out / "04_vit.html").read_text() and "post-norm" in (out / "04_vit.html").read_text()
-    results = out / "results"
+    results = out / "results" / "quick"  # the quick profile's own folder: the full profile's is untouched
+    assert not (out / "results" / "full").exists()
     rows = {r["key"]: r for r in json.loads((results / "benchmark.json").read_text())["rows"]}
     assert rows["resnet18"]["Status"] == "not run: no pretrained weights" and rows["resnet18"]["Total Params"] == 11181642
     assert rows["custom_cnn_refcode"]["Status"] == "ok" and rows["custom_cnn"]["CI low (%)"] < rows["custom_cnn"]["Accuracy (%)"]
@@ -174,3 +176,23 @@ def test_a_failure_names_the_failing_line_of_the_cell():
     assert run_all.failing_line(src, tb) == "f()"
     assert run_all.failing_line(src, tb[:2]) == "import math"
     assert run_all.failing_line(None, None) == ""
+
+
+def test_every_page_links_its_neighbours_and_the_index():
+    nbs = [Path(f"{n:02d}_x.ipynb") for n in (1, 2, 3)]
+    first, middle, last = (run_all.nav_html(nbs, nb) for nb in nbs)
+    assert "01_x.html" not in first and '<a href="02_x.html">02_x →</a>' in first
+    assert '<a href="01_x.html">← 01_x</a>' in middle and '<a href="03_x.html">03_x →</a>' in middle
+    assert "03_x.html" not in last and all('<a href="index.html">index</a>' in n for n in (first, middle, last))
+    page = run_all.with_nav('<html><body class="jp">text</body></html>', "<nav>N</nav>")
+    assert page == '<html><body class="jp"><nav>N</nav>text<nav>N</nav></body></html>'
+    assert run_all.with_nav("<body>x</body>", "") == "<body>x</body>"
+
+
+def test_the_index_defines_the_words_the_report_uses(tmp_path):
+    run_all.write_index([], "quick", 1.0, tmp_path / "index.html")
+    page = (tmp_path / "index.html").read_text()
+    for word in ("probe", "points", "TTA", "ECE", "PT2E", "bf16", "airbench"):
+        assert f"<dt><b>{word}" in page, word
+    assert '<a href="results/quick/">' in page  # this profile's results folder
+

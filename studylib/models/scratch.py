@@ -77,7 +77,8 @@ LAYER_INITS = ("independent", "cloned")
 class EncoderLayer(nn.Module):
     """A transformer encoder layer with the parameters and semantics of
     ``nn.TransformerEncoderLayer(dim, heads, mlp_dim, dropout, activation="gelu", batch_first=True,
-    norm_first=norm_first)`` (tests/test_models.py checks the outputs match with copied weights):
+    norm_first=norm_first)`` (tests/test_models_engine.py::test_encoder_layer_matches_torch_transformer_encoder_layer
+    checks the outputs match with copied weights):
 
     - pre-norm (``norm_first``): x + drop(MHSA(LN(x))), then x + drop(MLP(LN(x)));
     - post-norm: LN(x + drop(MHSA(x))), then LN(x + drop(MLP(x)));

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import pandas as pd
 import torch
 
 from .. import augment, config, data, engine, fastpath, runs, runtime, tuning
 from ..models import backbones
-from . import heads, linear_probe
+from . import linear_probe
 
 INITS = ("imagenet", "random")
 CELLS = (("probe", "imagenet"), ("probe", "random"), ("finetune", "imagenet"), ("finetune", "random"))
@@ -96,14 +95,12 @@ def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float 
     r = config.recipe("finetune", profile, **overrides)
     cfg = config.get_profile(profile)
     train, test = data.load_profile_data(cfg, data_dir)
-    idx, val_idx = heads.subset_indices(train.labels, per_class=per_class, val_fraction=val_fraction,
-                                        subset_seed=cfg["subset_seed"])
-    if per_class is not None and len(idx) == len(train):
-        per_class = None
+    sub = data.training_subset(train.labels, per_class, cfg["subset_seed"], val_fraction=val_fraction,
+                               min_epoch_images=epoch_images or 0)
+    idx, val_idx, per_class = sub.epoch_indices, sub.val_indices, sub.per_class
     subset = {"per_class": per_class, "val_fraction": val_fraction, "subset_seed": cfg["subset_seed"]}
-    if epoch_images is not None and len(idx) < epoch_images:
-        subset["repeats"] = len(heads.repeat_to(idx, epoch_images)) // len(idx)  # keyed only where it repeats
-        idx = heads.repeat_to(idx, epoch_images)
+    if sub.repeats > 1:
+        subset["repeats"] = sub.repeats  # keyed only where it repeats
     fit_split = train.subset(idx)
     eval_split = train.subset(val_idx) if val_idx is not None else test
     weights_key = None

@@ -9,19 +9,17 @@ resolution, the controlled grid's probe column).
 
 The backbone is frozen and in eval mode, so it maps an image to the same features every epoch:
 features are computed once (``studylib.features``) and a head trains on them in seconds: the
-same computation as running the images through the backbone each epoch (tests/test_heads.py).
+same computation as running the images through the backbone each epoch
+(tests/test_backbones_heads.py::test_head_on_cached_features_equals_images_through_frozen_backbone).
 Training features are extracted under bf16 autocast, test features in fp32 (the deployed model's
 precision), so a run's recorded test accuracy is what the deployed model computes.
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -192,25 +190,6 @@ def random_init_backbone(name: str, *, size: int, seed: int, bn_images: torch.Te
 # ---------------------------------------------------------------------------------------
 # One head
 # ---------------------------------------------------------------------------------------
-def subset_indices(labels: torch.Tensor, *, per_class: int | None, val_fraction: float | None,
-                   subset_seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """(training indices, validation indices or None): a stratified subset of ``per_class`` images per
-    class (None: all), minus a stratified validation split — both drawn by ``subset_seed``."""
-    idx = np.arange(len(labels))
-    if per_class is not None:
-        idx = data.stratified_subset(labels, per_class, subset_seed)
-    if not val_fraction:
-        return idx, None
-    tr, va = data.train_val_split(labels[idx], val_fraction, subset_seed)
-    return idx[tr], idx[va]
-
-
-def repeat_to(indices: np.ndarray, min_images: int) -> np.ndarray:
-    """``indices`` repeated whole so that an epoch holds at least ``min_images`` (unchanged when larger)."""
-    reps = max(1, -(-min_images // max(len(indices), 1)))
-    return np.tile(indices, reps)
-
-
 def head_key(feats: Features, r: dict, *, per_class, val_fraction, min_epoch_images: int, subset_seed: int) -> dict:
     hashes = feats.key_hashes()
     return {"model": feats.name, "engine": engine.ENGINE_VERSION, "size": feats.size,
@@ -234,12 +213,12 @@ def head_job(feats: Features, recipe: str = "head", profile: str = "full", *, se
         raise ValueError(f"recipe {recipe!r} trains on mirrored views: use features_of(..., flips=True)")
     subset_seed = config.get_profile(profile)["subset_seed"]
     y = feats.train_labels
-    idx, val_idx = subset_indices(y, per_class=per_class, val_fraction=val_fraction, subset_seed=subset_seed)
-    if per_class is not None and len(idx) == len(y):
-        per_class = None  # the whole training split: the same run as the row's, keyed once
+    sub = data.training_subset(y, per_class, subset_seed, val_fraction=val_fraction, min_epoch_images=min_epoch_images)
+    idx, val_idx = sub.indices, sub.val_indices
+    per_class = sub.per_class  # None for the whole training split: the same run as the row's, keyed once
     if len(idx) >= min_epoch_images:
         min_epoch_images = 0  # no repetition: keyed as such so equal runs are shared across experiments
-    fit_idx = torch.as_tensor(repeat_to(idx, min_epoch_images))
+    fit_idx = torch.as_tensor(sub.epoch_indices)
     key = head_key(feats, r, per_class=per_class, val_fraction=val_fraction, min_epoch_images=min_epoch_images,
                    subset_seed=subset_seed)
     run = runs.Run(kind, feats.name, key, profile)
@@ -288,7 +267,7 @@ def head_job(feats: Features, recipe: str = "head", profile: str = "full", *, se
             engine.fit(run, head, plan, test_labels=feats.test.labels, train_n=len(fit_idx), device=device,
                        precision=r["precision"], progress=progress, extra_metrics=extra)
 
-    command = f"python -m studylib.recipes.heads --profile {profile}"
+    command = f"python -m studylib.experiments --profile {profile}"  # the CLI that ensures every head
     return runs.Job(run, fit, command, needs=feats.cache_jobs(command))
 
 
@@ -331,60 +310,6 @@ def available_features(name: str, profile: str, **kw) -> Features | None:
         return None
 
 
-def seeds_table(profile: str, names=config.PROBES, *, data_dir=None, device: str = "auto",
-                train: bool = True) -> pd.DataFrame:
-    """Study-row heads over the experiment's seeds (all training images): one row per head."""
-    rows = []
-    for name in names:
-        if (feats := available_features(name, profile, data_dir=data_dir, device=device, progress=False)) is None:
-            continue
-        for seed in config.grid("seeds", profile)["seeds"]:
-            job = head_job(feats, "head", profile, seed=seed, device=device, progress=False)
-            run = job.ensure() if train else job.run
-            if run.done:
-                rows.append(_row(run, seed=seed))
-    return pd.DataFrame(rows)
-
-
-def _row(run: runs.Run, **extra) -> dict:
-    m = run.metrics
-    return {"model": m["model"], "test_acc": m["test_acc"], "train_images": m.get("train_images", m["train_n"]),
-            "test_n": m["test_n"], "steps": m["steps"], "train_seconds": m["train_seconds"], "device": m["device"],
-            "run": run.id, **extra}
-
-
-def data_efficiency_table(profile: str, names=config.PROBES, *, data_dir=None, device: str = "auto") -> pd.DataFrame:
-    """Probe test accuracy per (backbone, images per class, seed) on the data-efficiency grid."""
-    g = config.grid("data_efficiency", profile)
-    rows = []
-    for name in names:
-        if (feats := available_features(name, profile, data_dir=data_dir, device=device, progress=False)) is None:
-            continue
-        for per_class in g["train_per_class"]:
-            for seed in g["seeds"]:
-                run = head_job(feats, "head", profile, seed=seed, per_class=per_class,
-                               min_epoch_images=g["min_epoch_images"], device=device, progress=False).ensure()
-                if run.done:  # not trained here (no-training mode, or another process owns it): left out
-                    rows.append(_row(run, seed=seed, per_class=per_class))
-    return pd.DataFrame(rows)
-
-
-def calibration_runs(profile: str, names=config.PROBES, *, data_dir=None, device: str = "auto") -> list[dict]:
-    """Per backbone and seed: a head trained without the validation split, T fitted on that split,
-    test ECE / NLL before and after and the reliability tables (calibration.report, in the run's metrics)."""
-    g = config.grid("calibration", profile)
-    out = []
-    for name in names:
-        if (feats := available_features(name, profile, data_dir=data_dir, device=device, progress=False)) is None:
-            continue
-        for seed in g["seeds"]:
-            run = head_job(feats, "head", profile, seed=seed, val_fraction=g["val_fraction"], device=device,
-                           progress=False, kind="calibration").ensure()
-            if run.done:
-                out.append({"model": name, "seed": seed, **run.metrics["calibration"], "run": run.id})
-    return out
-
-
 def resolution_jobs(profile: str = "full", *, data_dir=None, device: str = "auto") -> dict:
     """Notebook 10's probes (grid ``resolution``): {(backbone, size): (Features, [(seed, Job)])}, each job
     naming the command that computes it; a backbone without genuine ImageNet weights is left out (printed)."""
@@ -399,45 +324,7 @@ def resolution_jobs(profile: str = "full", *, data_dir=None, device: str = "auto
             jobs = []
             for seed in g["seeds"]:
                 job = head_job(feats, "head", profile, seed=seed, device=device, progress=False)
-                job.command = f"python -m studylib.recipes.heads --profile {profile} --only resolution"
+                job.command = f"python -m studylib.experiments --profile {profile} --only resolution"
                 jobs.append((seed, job))
             out[(name, size)] = (feats, jobs)
     return out
-
-
-def main(argv=None) -> None:
-    """Train (or reuse) the transfer rows and every probe of notebooks 03 and 09-11."""
-    from .. import weights
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--only", nargs="*", choices=("rows", "seeds", "data_efficiency", "calibration", "resolution"),
-                    default=("rows", "seeds", "data_efficiency", "calibration", "resolution"))
-    args = ap.parse_args(argv)
-    if "rows" in args.only:
-        for name in backbones.TRANSFER_MODELS:
-            for recipe in ("head", "head_reference_code"):
-                try:
-                    run = row_job(name, args.profile, recipe, device=args.device).train()
-                except weights.WeightsUnavailable as exc:
-                    print(f"{name}: not run: {exc}")
-                    break
-                print(f"{name} ({recipe}): {100 * run.metrics['test_acc']:.2f}%", flush=True)
-    if "seeds" in args.only:
-        print(seeds_table(args.profile, device=args.device).groupby("model").test_acc.agg(["mean", "std", "count"]))
-    if "data_efficiency" in args.only:
-        t = data_efficiency_table(args.profile, device=args.device)
-        print(t.groupby(["model", "train_images"]).test_acc.agg(["mean", "std", "count"]))
-    if "calibration" in args.only:
-        rows = pd.DataFrame([{k: v for k, v in r.items() if k != "reliability"}
-                             for r in calibration_runs(args.profile, device=args.device)])
-        print(rows.groupby("model")[["temperature", "ece_before", "ece_after", "nll_before", "nll_after"]].mean())
-    if "resolution" in args.only:
-        for (name, size), (_, jobs) in resolution_jobs(args.profile, device=args.device).items():
-            for seed, job in jobs:
-                print(f"{name} at {size} px, seed {seed}: {100 * job.train().metrics['test_acc']:.2f}%", flush=True)
-
-
-if __name__ == "__main__":
-    main()

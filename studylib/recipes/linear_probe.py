@@ -110,10 +110,8 @@ def probe_job(init: str, profile: str, seed: int, *, per_class: int | None = Non
     r = config.recipe(KIND, profile)
     cfg = config.get_profile(profile)
     feats = probe_features(init, profile, seed, data_dir=data_dir, device=device, precision=r["features"], block=block)
-    idx, _ = heads.subset_indices(feats.train.labels, per_class=per_class, val_fraction=None,
-                                  subset_seed=cfg["subset_seed"])
-    if per_class is not None and len(idx) == len(feats.train):
-        per_class = None
+    sub = data.training_subset(feats.train.labels, per_class, cfg["subset_seed"])
+    idx, per_class = sub.indices, sub.per_class
     key = {"model": feats.name, "init": init, "size": feats.size, "weights_sha256": features.weights_id(feats.model),
            "recipe": {k: v for k, v in r.items() if k != "label"}, "seed": seed,
            "subset": {"per_class": per_class, "subset_seed": cfg["subset_seed"]}, "features": feats.key_hashes()}

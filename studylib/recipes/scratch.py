@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
 from .. import config, data, engine, models, runs, runtime
@@ -62,11 +61,10 @@ def job(name: str, recipe: str = "study", profile: str = "full", *, seed: int | 
     cfg = config.get_profile(profile)
     train, test = data.load_profile_data(cfg, data_dir)
     subset = None
-    if per_class is not None and per_class * data.NUM_CLASSES < len(train):
-        idx = data.stratified_subset(train.labels, per_class, cfg["subset_seed"])
-        reps = max(1, -(-min_epoch_images // len(idx)))
-        subset = {"per_class": per_class, "subset_seed": cfg["subset_seed"], "repeats": reps}
-        train = train.subset(np.tile(idx, reps))
+    sub = data.training_subset(train.labels, per_class, cfg["subset_seed"], min_epoch_images=min_epoch_images)
+    if sub.per_class is not None:
+        subset = {"per_class": sub.per_class, "subset_seed": cfg["subset_seed"], "repeats": sub.repeats}
+        train = train.subset(sub.epoch_indices)
     run = runs.Run("scratch", name, run_key(name, r, train, test, subset), profile)
 
     def fit(run: runs.Run) -> None:

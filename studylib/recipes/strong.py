@@ -90,12 +90,8 @@ def job(profile: str = "full", *, seed: int | None = None, per_class: int | None
     h = config.recipe("strong", profile, **({} if seed is None else {"seed": seed}))
     cfg = config.get_profile(profile)
     train, test = data.load_profile_data(cfg, data_dir)
-    idx = np.arange(len(train))
-    if per_class is not None and per_class * data.NUM_CLASSES < len(train):
-        idx = data.stratified_subset(train.labels, per_class, cfg["subset_seed"])
-    else:
-        per_class = None
-    reps = max(1, -(-min_epoch_images // len(idx))) if len(idx) < min_epoch_images else 1
+    sub = data.training_subset(train.labels, per_class, cfg["subset_seed"], min_epoch_images=min_epoch_images)
+    idx, per_class, reps = sub.indices, sub.per_class, sub.repeats
     key = {"model": NAME, "engine": engine.ENGINE_VERSION, "recipe": {k: v for k, v in h.items() if k != "label"},
            "data": {"train": data.split_key(train), "test": data.split_key(test)},
            "subset": {"per_class": per_class, "subset_seed": cfg["subset_seed"], "repeats": reps}}
@@ -126,6 +122,8 @@ def job(profile: str = "full", *, seed: int | None = None, per_class: int | None
                                dict(params=other, lr=lr, weight_decay=wd / lr)], momentum=h["momentum"], nesterov=True)
         warm = int(total_steps * h["warmup_frac"])
 
+        # airbench94's triangle (Jordan 2024: start 0.2, end 0.07 of the peak rate): up linearly from 0.2x to 1x over
+        # the warm-up, then down linearly to 0.07x (= 1 - 0.93) at the last step
         def lr_factor(step: int) -> float:
             if step < warm:
                 return 0.2 + 0.8 * step / warm
