@@ -41,6 +41,9 @@ DOMAIN_GAP_NOTE = (
     "expected: the probabilities are over the ten CIFAR-10 classes only."
 )
 ACCEPT = ",".join(predict.EXTENSIONS + tuple(f"image/{f.lower()}" for f in predict.FORMATS))
+# Latency per deployed model (and TTA), measured on the first image a model compares in this process (deploy
+# loads each model once per process): 30 passes per model on every click would make the widget slow.
+LATENCY: dict = {}
 THUMB_SCALE = 3        # example thumbnails: 32 -> 96 px, nearest neighbour (pixels stay visible)
 PREVIEW_SCALE = 4      # the 32x32 model input shown at 128 px
 
@@ -85,7 +88,7 @@ def results_table(results: Sequence[predict.ModelResult], deployed: dict[str, de
             "prediction": r.prediction if r.ok else "-",
             "probability": round(r.top[0][1], 3) if r.ok else None,
             "top-5": ", ".join(f"{c} {p:.3f}" for c, p in r.top) if r.ok else (r.error or r.status),
-            "inference ms": round(r.ms, 1) if r.ok else None,
+            "inference ms": round(r.ms, 1) if r.ok and r.ms is not None else None,
             "test acc (%)": round(100 * acc, 2) if acc is not None else None,
         })
     return pd.DataFrame(rows)
@@ -107,7 +110,8 @@ def results_html(results: Sequence[predict.ModelResult], deployed: dict[str, dep
             rows.append(f'<tr class="study-demo-row" data-model="{r.name}" data-probs="{probs}">'
                         f"<td><b>{html.escape(r.label)}</b></td><td>{html.escape(d.strategy)}</td>"
                         f"<td><b>{html.escape(r.prediction)}</b> ({r.top[0][1]:.3f})</td><td>{tops}</td>"
-                        f"<td style='text-align:right'>{r.ms:.1f}</td><td style='text-align:right'>{acc_txt}</td></tr>")
+                        f"<td style='text-align:right'>{'' if r.ms is None else f'{r.ms:.1f}'}</td>"
+                        f"<td style='text-align:right'>{acc_txt}</td></tr>")
         else:
             rows.append(f'<tr class="study-demo-row study-demo-notrun" data-model="{r.name}">'
                         f"<td>{html.escape(r.label)}</td><td>{html.escape(d.strategy)}</td>"
@@ -115,9 +119,8 @@ def results_html(results: Sequence[predict.ModelResult], deployed: dict[str, dep
     chart = ("" if chart_png is None else
              f'<img class="study-demo-chart" style="max-width:100%" '
              f'src="data:image/png;base64,{base64.b64encode(chart_png).decode()}"/>')
-    note = ("<p>Inference time: median of 3 single-image fp32 forward passes after "
-            f"a warm-up, on this machine's {torch.get_num_threads()}-thread CPU. Test accuracy: the run's "
-            "own test-set result (from its metrics.json).</p>")
+    note = (f"<p>Inference time ({html.escape(predict.latency_note())}; measured once per model, on the first "
+            "image compared). Test accuracy: the run's own test-set result (from its metrics.json).</p>")
     return (f'<div class="study-demo-results" style="display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start">'
             f'<div style="flex:1 1 560px;font-size:90%"><table class="study-demo-table" style="border-collapse:collapse;'
             f'line-height:1.3">{head}{"".join(rows)}</table>{note}</div>{chart}</div>')
@@ -232,7 +235,7 @@ class Demo:
         self.compare_button.disabled = True
         self.status.value = _message("Running every deployed model&hellip;")
         try:
-            results = predict.predict_all(self.image, self.deployed, self.classes, top=5)
+            results = predict.predict_all(self.image, self.deployed, self.classes, top=5, timed=LATENCY)
             cams = self.gradcams(results) if self.gradcam_box.value else None
             fig = plots.topk_bars(results, self.image, cams)
             self.results = results
@@ -270,11 +273,26 @@ class Demo:
         return wrapped
 
 
+def examples_if_present(data_dir=None, per_class: int = 2) -> tuple[list[Example], str | None]:
+    """The example gallery's images when CIFAR-10 is here, else no examples and a note saying how to get them
+    (the models themselves load without the dataset)."""
+    try:
+        test = data.load_cifar10("test", data_dir or None)
+    except data.DataError as exc:
+        return [], (f"No example gallery: CIFAR-10 was not found ({exc}). Set $CIFAR10_DIR to a cifar-10-batches-py "
+                    "folder to show its test images; uploads work without it.")
+    return load_examples(test, per_class), None
+
+
 def build(profile: str = "full", *, data_dir=None, weights_dir=None, examples_per_class: int = 2) -> Demo:
-    """The demo over every study model of ``profile`` (loaded once per process by studylib.deploy)."""
-    deployed = deploy.load_all(profile, data_dir=data_dir or None, weights_dir=weights_dir or None)
-    test = data.load_cifar10("test", data_dir or None)
-    return Demo(deployed, test.classes, load_examples(test, examples_per_class), profile)
+    """The demo over every study model of ``profile`` (loaded once per process by studylib.deploy; the rows
+    ``runs/DEPLOYED.json`` lists load without CIFAR-10, and without it the gallery is replaced by a note)."""
+    deployed = deploy.load_all(profile, data_dir=data_dir or None, weights_dir=weights_dir or None, indexed=True)
+    examples, note = examples_if_present(data_dir, examples_per_class)
+    app = Demo(deployed, data.CLASSES, examples, profile)
+    if note:
+        app.input_info.value = _message(html.escape(note) + "<br>Upload an image.")
+    return app
 
 
 @dataclass
@@ -289,7 +307,7 @@ class ExampleReport:
 def example_predictions(demo: Demo) -> ExampleReport:
     """Run every deployed model of ``demo`` on all its example images, now: probabilities from one
     batched pass per model (the same model and 32x32 inputs the widget uses), inference time as
-    the widget measures it (predict.predict_one) on the first example."""
+    the widget measures it (predict.latency_ms) on the first example."""
     images = torch.stack([ex.image for ex in demo.examples])
     truth = [ex.true_class for ex in demo.examples]
     columns = [f"#{ex.index}" for ex in demo.examples]
@@ -300,7 +318,7 @@ def example_predictions(demo: Demo) -> ExampleReport:
             continue
         with torch.inference_mode():
             probs = torch.softmax(d.model(images).float(), dim=1)
-        _, ms = predict.predict_one(d.model, images[0])
+        ms = predict.latency_ms(d.model, images[0])
         conf, idx = probs.max(1)
         pred = [demo.classes[i] for i in idx.tolist()]
         p_true[d.label] = [float(probs[j, demo.classes.index(t)]) for j, t in enumerate(truth)]
