@@ -17,7 +17,7 @@ import pytest
 
 from image_inputs import bad_inputs, good_inputs
 from studylib import config, deploy, headline
-from test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, skip_or_fail
+from test_browser import ARTIFACTS, CHROMIUM_ARGS, playwright_and_chromium, skip_or_fail
 
 GOOD, BAD = good_inputs(), bad_inputs()
 
@@ -74,14 +74,7 @@ def test_app_in_a_real_browser(quick_models, tmp_path):
         import gradio  # noqa: F401
     except ImportError:
         skip_or_fail("Python package gradio is not installed (pip install -e '.[app]'; .ci/run does)")
-    try:
-        from playwright import sync_api
-    except ImportError:
-        skip_or_fail("Python package playwright is not installed (pip install -e '.[dev]'; .ci/run does)")
-    chromium = chromium_path()
-    if chromium is None:
-        skip_or_fail("no chromium executable on PATH (apt-get install chromium; .ci/run does)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    sync_api, chromium = playwright_and_chromium()
     photo = tmp_path / "photo.png"
     photo.write_bytes(GOOD["rgb.png"])
     deployed = deploy.load_all("quick", indexed=True)
