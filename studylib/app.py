@@ -22,7 +22,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from . import data, demo, deploy, headline, plots, predict
+from . import config, data, demo, deploy, headline, plots, predict
 
 ALL = "all"
 INSTALL = 'pip install -e ".[app]"'
@@ -130,7 +130,8 @@ def build(profile: str = "full", *, data_dir=None, weights_dir=None, examples_pe
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m studylib.app", description="The study's deployed models in a Gradio app.")
-    ap.add_argument("--profile", default="full", help="which trained runs to load (default full)")
+    ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full",
+                    help="which trained runs to load (default full)")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--examples", type=int, default=1, metavar="K", help="CIFAR-10 example images per class (default 1)")
