@@ -45,9 +45,13 @@ def write_bytes(path, data: bytes) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
+def json_text(obj: Any) -> str:
+    """The project's JSON file text (sorted keys, 2-space indent, trailing newline): what ``write_json`` writes."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
 def write_json(path, obj: Any) -> Path:
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
-    return write_bytes(path, text.encode())
+    return write_bytes(path, json_text(obj).encode())
 
 
 def read_json(path) -> Any:

@@ -41,6 +41,9 @@ DOMAIN_GAP_NOTE = (
     "expected: the probabilities are over the ten CIFAR-10 classes only."
 )
 ACCEPT = ",".join(predict.EXTENSIONS + tuple(f"image/{f.lower()}" for f in predict.FORMATS))
+# Latency per deployed model (and TTA), measured on the first image a model compares in this process (deploy
+# loads each model once per process): 30 passes per model on every click would make the widget slow.
+LATENCY: dict = {}
 THUMB_SCALE = 3        # example thumbnails: 32 -> 96 px, nearest neighbour (pixels stay visible)
 PREVIEW_SCALE = 4      # the 32x32 model input shown at 128 px
 
@@ -69,7 +72,8 @@ def png_bytes(image: torch.Tensor | np.ndarray, scale: int = 1) -> bytes:
     return buf.getvalue()
 
 
-def _message(text: str, kind: str = "info") -> str:
+def message(text: str, kind: str = "info") -> str:
+    """A status line (info, error or ok) for the demo and the app."""
     colour = {"info": "#333", "error": "#b00020", "ok": "#1b5e20"}[kind]
     return f'<div class="study-demo-message study-demo-{kind}" style="color:{colour}">{text}</div>'
 
@@ -85,16 +89,17 @@ def results_table(results: Sequence[predict.ModelResult], deployed: dict[str, de
             "prediction": r.prediction if r.ok else "-",
             "probability": round(r.top[0][1], 3) if r.ok else None,
             "top-5": ", ".join(f"{c} {p:.3f}" for c, p in r.top) if r.ok else (r.error or r.status),
-            "inference ms": round(r.ms, 1) if r.ok else None,
+            "inference ms": round(r.ms, 1) if r.ok and r.ms is not None else None,
             "test acc (%)": round(100 * acc, 2) if acc is not None else None,
         })
     return pd.DataFrame(rows)
 
 
 def results_html(results: Sequence[predict.ModelResult], deployed: dict[str, deploy.Deployed],
-                 chart_png: bytes | None) -> str:
+                 chart_png: bytes | None, *, timed: bool = True) -> str:
     """The result panel: a table (one row per model, data-* attributes for tests) and the bar chart."""
-    head = ("<tr><th>model</th><th>strategy</th><th>prediction</th><th>top-5 (probability)</th>"
+    k = max([len(r.top) for r in results if r.ok] or [5])
+    head = (f"<tr><th>model</th><th>strategy</th><th>prediction</th><th>top-{k} (probability)</th>"
             "<th>inference ms</th><th>test acc (%)</th></tr>")
     rows = []
     for r in results:
@@ -107,7 +112,8 @@ def results_html(results: Sequence[predict.ModelResult], deployed: dict[str, dep
             rows.append(f'<tr class="study-demo-row" data-model="{r.name}" data-probs="{probs}">'
                         f"<td><b>{html.escape(r.label)}</b></td><td>{html.escape(d.strategy)}</td>"
                         f"<td><b>{html.escape(r.prediction)}</b> ({r.top[0][1]:.3f})</td><td>{tops}</td>"
-                        f"<td style='text-align:right'>{r.ms:.1f}</td><td style='text-align:right'>{acc_txt}</td></tr>")
+                        f"<td style='text-align:right'>{'' if r.ms is None else f'{r.ms:.1f}'}</td>"
+                        f"<td style='text-align:right'>{acc_txt}</td></tr>")
         else:
             rows.append(f'<tr class="study-demo-row study-demo-notrun" data-model="{r.name}">'
                         f"<td>{html.escape(r.label)}</td><td>{html.escape(d.strategy)}</td>"
@@ -115,12 +121,43 @@ def results_html(results: Sequence[predict.ModelResult], deployed: dict[str, dep
     chart = ("" if chart_png is None else
              f'<img class="study-demo-chart" style="max-width:100%" '
              f'src="data:image/png;base64,{base64.b64encode(chart_png).decode()}"/>')
-    note = ("<p>Inference time: median of 3 single-image fp32 forward passes after "
-            f"a warm-up, on this machine's {torch.get_num_threads()}-thread CPU. Test accuracy: the run's "
-            "own test-set result (from its metrics.json).</p>")
+    note = ((f"<p>Inference time ({html.escape(predict.latency_note())}; measured once per model, on the first "
+             "image compared). " if timed else "<p>Inference time: not measured (ask for it). ")
+            + "Test accuracy: the run's own test-set result (from its metrics.json).</p>")
     return (f'<div class="study-demo-results" style="display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start">'
             f'<div style="flex:1 1 560px;font-size:90%"><table class="study-demo-table" style="border-collapse:collapse;'
             f'line-height:1.3">{head}{"".join(rows)}</table>{note}</div>{chart}</div>')
+
+
+def models_html(deployed: dict[str, deploy.Deployed], profile: str) -> str:
+    """Which models are deployed, and why the others are not (with the command that trains them)."""
+    ok = [d.label for d in deployed.values() if d.ok]
+    lines = [f"<b>Deployed models</b> ({profile} profile): {html.escape(', '.join(ok)) if ok else 'none'}"]
+    for d in deployed.values():
+        if not d.ok:
+            lines.append(f"{html.escape(d.label)}: <i>{html.escape(d.status)}</i>")
+    if not ok:
+        lines.append(f"<span style='color:#b00020'>No model can run: train them first "
+                     f"(python run_all.py --retrain 02 03 04, profile {html.escape(profile)}).</span>")
+    return "<br>".join(lines)
+
+
+def gradcam_maps(deployed: dict[str, deploy.Deployed], results: Sequence[predict.ModelResult],
+                 image: torch.Tensor) -> dict[str, np.ndarray | str]:
+    """Per model that ran, a (32, 32) Grad-CAM map in [0, 1] for its predicted class on ``image``, or the reason
+    there is none (a failing overlay never loses the predictions)."""
+    cams: dict[str, np.ndarray | str] = {}
+    for r in results:
+        if not r.ok:
+            continue
+        if gradcam is None:
+            cams[r.name] = "Grad-CAM is not available (studylib.gradcam missing)"
+            continue
+        try:
+            cams[r.name] = gradcam.for_model(deployed[r.name].model, image[None])[0].numpy()
+        except Exception as exc:
+            cams[r.name] = f"Grad-CAM failed: {type(exc).__name__}: {exc}"
+    return cams
 
 
 class Demo:
@@ -136,7 +173,7 @@ class Demo:
         self.results: list[predict.ModelResult] = []
 
         self.note = w.HTML(f"<p style='max-width:60em'><b>Note &mdash; domain gap.</b> {DOMAIN_GAP_NOTE}</p>")
-        self.models_info = w.HTML(self._models_html())
+        self.models_info = w.HTML(models_html(self.deployed, self.profile))
         tiles = []
         self.example_buttons = []
         for i, ex in enumerate(self.examples):
@@ -154,7 +191,7 @@ class Demo:
         self.upload.observe(self._guard(self._on_upload), names="value")
         self.preview = w.Image(format="png", layout=w.Layout(width=f"{32 * PREVIEW_SCALE}px",
                                                              height=f"{32 * PREVIEW_SCALE}px"))
-        self.input_info = w.HTML(_message("Click an example image's button or upload an image."))
+        self.input_info = w.HTML(message("Click an example image's button or upload an image."))
         self.compare_button = w.Button(description="Compare all deployed models", button_style="primary",
                                        disabled=True, layout=w.Layout(width="260px"))
         self.compare_button.add_class("study-demo-compare")
@@ -179,24 +216,13 @@ class Demo:
         self.widget.add_class("study-demo")
 
     # -- state changes (each is what one click does) ----------------------------------------------
-    def _models_html(self) -> str:
-        ok = [d.label for d in self.deployed.values() if d.ok]
-        lines = [f"<b>Deployed models</b> ({self.profile} profile): {html.escape(', '.join(ok)) if ok else 'none'}"]
-        for d in self.deployed.values():
-            if not d.ok:
-                lines.append(f"{html.escape(d.label)}: <i>{html.escape(d.status)}</i>")
-        if not ok:
-            lines.append(f"<span style='color:#b00020'>No model can run: train them first "
-                         f"(python run_all.py --retrain 02 03 04, profile {html.escape(self.profile)}).</span>")
-        return "<br>".join(lines)
-
     def _set_image(self, image: torch.Tensor, source: str, note: str) -> None:
         self.image, self.source, self.results = image, source, []
         self.preview.value = png_bytes(image, PREVIEW_SCALE)
-        self.input_info.value = _message(f"<b>{html.escape(source)}</b><br>{html.escape(note)}<br>"
+        self.input_info.value = message(f"<b>{html.escape(source)}</b><br>{html.escape(note)}<br>"
                                          "Shown: the 32x32 image the models see, enlarged.")
         self.output.value = ""
-        self.status.value = _message("Ready: click <b>Compare all deployed models</b>.")
+        self.status.value = message("Ready: click <b>Compare all deployed models</b>.")
         self.compare_button.disabled = not any(d.ok for d in self.deployed.values())
 
     def select_example(self, i: int) -> None:
@@ -209,7 +235,7 @@ class Demo:
         try:
             image, note = predict.load_image(content)
         except predict.ImageError as exc:
-            self.status.value = _message(f"Cannot use <b>{html.escape(name)}</b>: "
+            self.status.value = message(f"Cannot use <b>{html.escape(name)}</b>: "
                                          f"{html.escape(str(exc).replace('the uploaded file', 'the file'))}", "error")
             return False
         self._set_image(image, f"uploaded: {name}", note)
@@ -224,36 +250,28 @@ class Demo:
 
     def compare(self) -> list[predict.ModelResult]:
         if self.image is None:
-            self.status.value = _message("Choose an example image or upload one first.", "error")
+            self.status.value = message("Choose an example image or upload one first.", "error")
             return []
         if not any(d.ok for d in self.deployed.values()):
-            self.status.value = _message(self._models_html(), "error")
+            self.status.value = message(models_html(self.deployed, self.profile), "error")
             return []
         self.compare_button.disabled = True
-        self.status.value = _message("Running every deployed model&hellip;")
+        self.status.value = message("Running every deployed model&hellip;")
         try:
-            results = predict.predict_all(self.image, self.deployed, self.classes, top=5)
+            results = predict.predict_all(self.image, self.deployed, self.classes, top=5, timed=LATENCY)
             cams = self.gradcams(results) if self.gradcam_box.value else None
             fig = plots.topk_bars(results, self.image, cams)
             self.results = results
             self.output.value = results_html(results, self.deployed, plots.figure_png(fig))
             ran = sum(r.ok for r in results)
-            self.status.value = _message(f"Compared {ran} model{'s' * (ran != 1)} on {html.escape(self.source)}.", "ok")
+            self.status.value = message(f"Compared {ran} model{'s' * (ran != 1)} on {html.escape(self.source)}.", "ok")
         finally:
             self.compare_button.disabled = False
         return self.results
 
     def gradcams(self, results: Sequence[predict.ModelResult]) -> dict[str, np.ndarray | str]:
         """Per model, a (32, 32) map in [0, 1] for its predicted class, or the reason there is none."""
-        cams: dict[str, np.ndarray | str] = {}
-        for r in results:
-            if not r.ok:
-                continue
-            try:
-                cams[r.name] = gradcam.for_model(self.deployed[r.name].model, self.image[None])[0].numpy()
-            except Exception as exc:  # an overlay failing must not lose the predictions
-                cams[r.name] = f"Grad-CAM failed: {type(exc).__name__}: {exc}"
-        return cams
+        return gradcam_maps(self.deployed, results, self.image)
 
     def _guard(self, fn: Callable) -> Callable:
         """Wrap a callback: any exception becomes a message in the widget, never a kernel traceback."""
@@ -263,18 +281,33 @@ class Demo:
             except Exception as exc:
                 self.compare_button.disabled = self.image is None
                 last = traceback.extract_tb(exc.__traceback__)[-1]
-                self.status.value = _message(
+                self.status.value = message(
                     f"Something went wrong: {html.escape(type(exc).__name__)}: {html.escape(str(exc))} "
                     f"({html.escape(last.filename.rsplit('/', 1)[-1])}:{last.lineno}). The widget is still usable.",
                     "error")
         return wrapped
 
 
+def examples_if_present(data_dir=None, per_class: int = 2) -> tuple[list[Example], str | None]:
+    """The example gallery's images when CIFAR-10 is here, else no examples and a note saying how to get them
+    (the models themselves load without the dataset)."""
+    try:
+        test = data.load_cifar10("test", data_dir or None)
+    except data.DataError as exc:
+        return [], (f"No example gallery: CIFAR-10 was not found ({exc}). Set $CIFAR10_DIR to a cifar-10-batches-py "
+                    "folder to show its test images; uploads work without it.")
+    return load_examples(test, per_class), None
+
+
 def build(profile: str = "full", *, data_dir=None, weights_dir=None, examples_per_class: int = 2) -> Demo:
-    """The demo over every study model of ``profile`` (loaded once per process by studylib.deploy)."""
-    deployed = deploy.load_all(profile, data_dir=data_dir or None, weights_dir=weights_dir or None)
-    test = data.load_cifar10("test", data_dir or None)
-    return Demo(deployed, test.classes, load_examples(test, examples_per_class), profile)
+    """The demo over every study model of ``profile`` (loaded once per process by studylib.deploy; the rows
+    ``runs/DEPLOYED.json`` lists load without CIFAR-10, and without it the gallery is replaced by a note)."""
+    deployed = deploy.load_all(profile, data_dir=data_dir or None, weights_dir=weights_dir or None, indexed=True)
+    examples, note = examples_if_present(data_dir, examples_per_class)
+    app = Demo(deployed, data.CLASSES, examples, profile)
+    if note:
+        app.input_info.value = message(html.escape(note) + "<br>Upload an image.")
+    return app
 
 
 @dataclass
@@ -289,7 +322,7 @@ class ExampleReport:
 def example_predictions(demo: Demo) -> ExampleReport:
     """Run every deployed model of ``demo`` on all its example images, now: probabilities from one
     batched pass per model (the same model and 32x32 inputs the widget uses), inference time as
-    the widget measures it (predict.predict_one) on the first example."""
+    the widget measures it (predict.latency_ms) on the first example."""
     images = torch.stack([ex.image for ex in demo.examples])
     truth = [ex.true_class for ex in demo.examples]
     columns = [f"#{ex.index}" for ex in demo.examples]
@@ -300,7 +333,7 @@ def example_predictions(demo: Demo) -> ExampleReport:
             continue
         with torch.inference_mode():
             probs = torch.softmax(d.model(images).float(), dim=1)
-        _, ms = predict.predict_one(d.model, images[0])
+        ms = predict.latency_ms(d.model, images[0])
         conf, idx = probs.max(1)
         pred = [demo.classes[i] for i in idx.tolist()]
         p_true[d.label] = [float(probs[j, demo.classes.index(t)]) for j, t in enumerate(truth)]

@@ -15,6 +15,14 @@ A run's folder is named by a hash of its key, and the keys hash the training ima
 run without CIFAR-10 (``python -m studylib.predict`` on a machine without the dataset), the index
 ``runs/DEPLOYED.json`` names each row's shipped run ({profile: {row: {kind, name, id}}}); it is written
 by ``python -m studylib.deploy index`` on a machine with the dataset.
+
+Every deployed run is self-describing: ``deployable.json`` beside its weights (written by the same command and
+listed in ``runs/MANIFEST.json``) names the registered builder and its arguments, where the state dict goes,
+the preprocessing (input size, mean/std, upscale), the class names, the ImageNet weights a head was trained on
+(by content hash) and the test-time augmentation a run offers. Loading reads that description (``build``);
+a run without one (a run in the artifact store) is described from its own key and metrics (``describe``).
+This module never imports the training code (``studylib.recipes``): only finding a reference row's run by its
+key does (``job``), which needs CIFAR-10 anyway.
 """
 
 from __future__ import annotations
@@ -24,11 +32,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
-from . import artifacts, config, models, reference, runs, weights
+from . import artifacts, config, data, models, reference, runs, ship, weights
 from .models import backbones
-from .recipes import heads, scratch
+from .models.strong import TTA
+from .preprocess import Normalize
 
 OK = "ok"
 NO_WEIGHTS = "not run: no pretrained weights"
@@ -45,11 +55,22 @@ class Row:
 
     @property
     def scratch(self) -> bool:
+        """The reference's scratch models (Custom CNN, ViT-Small) under a scratch recipe."""
         return self.model in ("custom_cnn", "vit_small")
 
     @property
+    def kind(self) -> str:
+        """The kind of run that deploys this row (``runs.Run.kind``)."""
+        return "scratch" if self.scratch else {"head": "head", "strong": "strong", "finetune": "finetune"}[self.recipe]
+
+    @property
+    def best(self) -> bool:
+        """One of the study's best networks, deployed from a selected finished run (``select_run``), not a job."""
+        return self.kind in BEST_COMMANDS
+
+    @property
     def strategy(self) -> str:
-        return "from scratch" if self.scratch else "frozen ImageNet backbone + linear head"
+        return STRATEGIES[self.kind]
 
     @property
     def reference_key(self) -> str | None:
@@ -67,7 +88,18 @@ ROWS: tuple[Row, ...] = (
     Row("resnet18", "resnet18", "head", "ResNet-18", "03_transfer"),
     Row("efficientnet_b0", "efficientnet_b0", "head", "EfficientNet-B0", "03_transfer"),
     Row("efficientnet_lite0", "efficientnet_lite0", "head", "EfficientNet-Lite0", "03_transfer"),
+    # The study's best networks: the strong from-scratch recipe's first seed (notebook 08; TTA as an option) and the
+    # controlled grid's ImageNet fine-tuned MobileNetV2 (float weights, 64 px, first seed; notebook 12).
+    Row("strong_cnn", "strong_cnn", "strong", "Strong CNN (airbench-style recipe)", "08_strong_baseline"),
+    Row("mobilenet_v2_finetuned", "mobilenet_v2_float", "finetune", "MobileNetV2 (float weights, fine-tuned)",
+        "12_findings"),
 )
+STRATEGIES = {"scratch": "from scratch", "head": "frozen ImageNet backbone + linear head",
+              "strong": "from scratch (strong recipe, no TTA)", "finetune": "ImageNet init, fine-tuned end to end"}
+# The command that trains a best-network row's run ({profile}); the other rows' commands come from their jobs.
+BEST_COMMANDS = {"strong": "python -m studylib.recipes.strong --profile {profile} --seeds {seed}",
+                 "finetune": "python -m studylib.recipes.finetune --profile {profile} --only finetune --inits imagenet "
+                             "--seeds {seed}"}
 ROW = {r.key: r for r in ROWS}
 LABELS = {r.key: r.label for r in ROWS}
 
@@ -80,6 +112,24 @@ class Deployed:
     run: runs.Run | None = None
     weights: dict | None = None        # transfer rows: provenance of the ImageNet weights file found
     extra: dict = field(default_factory=dict)
+    description: dict | None = None    # how the model was built (``describe``): builder, preprocessing, classes
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names in output order, as the run's description records them."""
+        return tuple((self.description or {}).get("classes") or data.CLASSES)
+
+    @property
+    def tta_level(self) -> int | None:
+        """The test-time augmentation this row offers (its recipe's level), or None."""
+        return ((self.description or {}).get("tta") or {}).get("level")
+
+    def tta_model(self) -> nn.Module:
+        """The model with its test-time augmentation (uint8 in, float32 logits out); ValueError when it has none."""
+        if not self.ok or self.tta_level is None:
+            raise ValueError(f"{self.label} offers no test-time augmentation"
+                             + ("" if self.ok else f" ({self.status})"))
+        return TTA(self.model, self.tta_level).eval()
 
     @property
     def name(self) -> str:
@@ -103,10 +153,149 @@ class Deployed:
 
 
 def job(row: Row, profile: str, *, data_dir=None, device: str = "auto", weights_dir=None) -> runs.Job:
-    """The training job of ``row`` (raises WeightsUnavailable for a transfer row without weights)."""
+    """The training job of a reference row (raises WeightsUnavailable for a transfer row without weights). Imports
+    the training code, and keying the job reads CIFAR-10: loading a deployed row needs neither."""
+    if row.best:
+        raise ValueError(f"{row.key} is deployed from a selected finished run (deploy.select_run), not one job; "
+                         f"train it with {BEST_COMMANDS[row.kind]!r}")
+    from .recipes import heads, scratch  # training code: only to key a run that the index does not list
+
     if row.scratch:
         return scratch.job(row.model, row.recipe, profile, data_dir=data_dir, device=device)
     return heads.row_job(row.model, profile, row.recipe, data_dir=data_dir, device=device, weights_dir=weights_dir)
+
+
+def best_seed(row: Row, profile: str) -> int:
+    """The seed whose run deploys a best-network row: the first of its experiment's seeds (the one shipped with
+    weights, ``ship.carries_weights``)."""
+    return config.grid("strong" if row.kind == "strong" else "controlled", profile)["seeds"][0]
+
+
+def select_run(row: Row, profile: str) -> runs.Run | None:
+    """The finished run that deploys a best-network row, found by what its key records (no dataset needed): the
+    strong recipe's first seed on every training image; the controlled grid's ImageNet-init end-to-end run of its
+    backbone and size, first seed, every training image, the recipe's full epochs (not a learning-rate search or a
+    budget point), with its weights. Several: the run of today's recipe first (learning rate aside: each search
+    chooses its own), then the artifact store before the shipped runs, then by id."""
+    seed = best_seed(row, profile)
+    if row.kind == "strong":
+        found = runs.table(profile, "strong", row.model, seed=seed, **{"subset.per_class": None})
+    else:
+        g = config.grid("controlled", profile)
+        found = runs.table(profile, "finetune", g["backbone"], init="imagenet", seed=seed, size=g["size"],
+                           **{"subset.per_class": None, "subset.val_fraction": None,
+                              "recipe.epochs": config.recipe("finetune", profile)["epochs"]})
+    if found.empty:
+        return None
+    today = {k: v for k, v in config.flatten(config.recipe(row.recipe, profile, seed=seed)).items()
+             if k not in ("label", "optimizer.lr")}
+
+    def rank(r) -> tuple:
+        recorded = config.flatten(r["run"].key.get("recipe", {}))
+        current = all(recorded.get(k) == runs._jsonable(v) for k, v in today.items())
+        return (not current, r["source"] != "store", r["run"].id)
+
+    candidates = sorted((r for _, r in found.iterrows() if r["run"].path(runs.WEIGHTS_FILE).is_file()), key=rank)
+    return candidates[0]["run"] if candidates else None
+
+
+# ---------------------------------------------------------------------------------------
+# Self-describing deployed runs: what a run's model is, and building it from that alone
+# ---------------------------------------------------------------------------------------
+DESCRIPTION_FILE = "deployable.json"
+DESCRIPTION_FORMAT = 1
+INPUT = {"size": 32, "dtype": "uint8", "layout": "N x 3 x 32 x 32, RGB, 0..255"}  # what every deployed model takes
+
+
+def describe(run: runs.Run) -> dict:
+    """The description of a finished deployable run, from its own key and metrics: the registered builder and its
+    keyword arguments, where ``model.pt`` goes (``net``: the network behind its normalisation; ``head``: a frozen
+    backbone's head, the backbone being the ImageNet file named by content hash; ``model``: the whole network),
+    the preprocessing, the class names, and the test-time augmentation it offers."""
+    m, key = run.metrics, run.key
+    name, recipe = m["model"], key.get("recipe", {})
+    out = {"format": DESCRIPTION_FORMAT, "run": {"kind": run.kind, "name": run.name, "id": run.id, "profile": run.profile},
+           "input": INPUT, "classes": list(data.CLASSES), "backbone_weights": None, "initialised_from": None, "tta": None}
+    if run.kind == "scratch":
+        norm = recipe["normalize"]
+        out.update(wrapper="normalized", builder={"name": name, "kwargs": dict(recipe[name])}, into="net",
+                   preprocess={"size": None, "mean": list(norm["mean"]), "std": list(norm["std"]), "upscale": None},
+                   channels_last=False)  # as recorded: fp32, contiguous weights
+    elif run.kind == "strong":
+        out.update(wrapper="normalized", into="net", channels_last=True,  # as its recorded test pass ran
+                   builder={"name": name, "kwargs": {"widths": list(recipe["widths"]), "bn_momentum": recipe["bn_momentum"],
+                                                     "scaling_factor": recipe["scaling_factor"]}},
+                   # the strong recipe normalises with the CIFAR-10 statistics of config (recipes/strong.normalizer)
+                   preprocess={"size": None, "mean": list(config.CIFAR10_MEAN), "std": list(config.CIFAR10_STD),
+                               "upscale": None},
+                   tta={"level": m["tta_level"], "what": "airbench TTA: mirror (level 1) and 1-pixel diagonal "
+                                                         "translations (level 2), averaged logits"})
+    elif run.kind in ("head", "finetune"):
+        arch = backbones.arch_of(name)
+        out.update(wrapper="transfer", channels_last=True,  # as features were extracted / the test pass ran
+                   preprocess={"size": m["size"], "mean": list(arch.mean), "std": list(arch.std),
+                               "upscale": dict(config.PROTOCOL["upscale"])})
+        if run.kind == "head":
+            w = m["weights"]
+            out.update(builder={"name": name, "kwargs": {"init": "imagenet", "size": m["size"]}}, into="head",
+                       backbone_weights={"row": name, "sha256": w["sha256"], "file": w.get("file")})
+        else:
+            out.update(builder={"name": name, "kwargs": {"init": None, "size": m["size"], "frozen": False}}, into="model",
+                       initialised_from=m.get("weights"))
+    else:
+        raise ValueError(f"{run.kind}/{run.id}: runs of kind {run.kind!r} are not deployable")
+    return out
+
+
+def description(run: runs.Run) -> dict:
+    """The run's shipped ``deployable.json``, else ``describe(run)``."""
+    path = run.path(DESCRIPTION_FILE)
+    return artifacts.read_json(path) if path.is_file() else describe(run)
+
+
+class DescriptionError(ValueError):
+    """A deployable description that cannot be built; the message says which field and what to do."""
+
+
+def build(desc: dict, state: dict, *, weights_dir=None) -> nn.Module:
+    """The eval-mode model a description describes, with ``state`` (its ``model.pt``) loaded: uint8 (N, 3, 32, 32)
+    images in, logits out. Raises ``weights.WeightsUnavailable`` when a head's ImageNet backbone is not here, and
+    ``DescriptionError`` when the backbone found is another file than the one the head was trained on."""
+    if desc.get("format") != DESCRIPTION_FORMAT:
+        raise DescriptionError(f"deployable description format {desc.get('format')!r} is not {DESCRIPTION_FORMAT}; "
+                               "rewrite it with python -m studylib.deploy index")
+    b, p = desc["builder"], desc["preprocess"]
+    kwargs = dict(b["kwargs"])
+    pre = Normalize(p["mean"], p["std"], p["size"], **(p["upscale"] or {}))
+    if desc["wrapper"] == "transfer":
+        if kwargs.get("init") == "imagenet":
+            kwargs["weights_dir"] = weights_dir
+        model = models.build_model(b["name"], **kwargs)
+        expected = (desc.get("backbone_weights") or {}).get("sha256")
+        if expected and model.provenance["sha256"] != expected:
+            raise DescriptionError(
+                f"{b['name']}: the head was trained on ImageNet weights sha256 {expected[:12]}, but the file found now "
+                f"({model.provenance['file']}) has {model.provenance['sha256'][:12]}; get the right file "
+                f"({weights.fetch_command(b['name'])}) or retrain the head (python run_all.py --retrain 03).")
+        model.preprocess = pre
+        (model.head if desc["into"] == "head" else model).load_state_dict(state)
+        if desc.get("initialised_from"):
+            model.provenance = desc["initialised_from"]
+        model.eval()
+        return model.use_channels_last() if desc.get("channels_last") else model
+    if desc["wrapper"] != "normalized" or desc["into"] != "net":
+        raise DescriptionError(f"unknown wrapper/target {desc['wrapper']!r}/{desc['into']!r} in a deployable description")
+    model = models.Normalized(models.build_model(b["name"], **kwargs), pre)
+    model.net.load_state_dict(state)
+    if desc.get("channels_last"):
+        model.net.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+def load_run(run: runs.Run, *, weights_dir=None) -> tuple[nn.Module, dict]:
+    """The deployable model of a finished run and its description (see ``build``)."""
+    desc = description(run)
+    return build(desc, run.load(), weights_dir=weights_dir), desc
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,18 +331,25 @@ def indexed_run(key: str, profile: str) -> runs.Run | None:
 
 
 def write_index(profile: str = "full", *, data_dir=None, weights_dir=None) -> Path:
-    """Record each row's shipped run in ``runs/DEPLOYED.json`` (keys computed from the dataset, so this needs
-    CIFAR-10); a row whose run cannot be keyed here (no weights) keeps its previous entry."""
+    """Record each row's shipped run in ``runs/DEPLOYED.json`` (a reference row's key is computed from the dataset,
+    so this needs CIFAR-10) and ship its ``deployable.json`` (listed in ``runs/MANIFEST.json``); a row whose run
+    cannot be keyed here (no weights) keeps its previous entry."""
     path = index_path()
     index = artifacts.read_json(path) if path.is_file() else {}
     entries = index.setdefault(profile, {})
     for row in ROWS:
-        try:
-            run = job(row, profile, data_dir=data_dir, weights_dir=weights_dir).run
-        except weights.WeightsUnavailable:
-            continue
-        if run.done and run.shipped:
+        if row.best:
+            run = select_run(row, profile)
+        else:
+            try:
+                run = job(row, profile, data_dir=data_dir, weights_dir=weights_dir).run
+            except weights.WeightsUnavailable:
+                continue
+        if run is not None and run.done and run.shipped:
             entries[row.key] = {"kind": run.kind, "name": run.name, "id": run.id}
+            text = artifacts.json_text(describe(run))
+            if not run.path(DESCRIPTION_FILE).is_file() or run.path(DESCRIPTION_FILE).read_text() != text:
+                ship.ship_file(run, DESCRIPTION_FILE, text.encode())
         else:
             entries.pop(row.key, None)
     return artifacts.write_json(path, index)
@@ -167,21 +363,26 @@ def load(key: str, profile: str = "full", *, data_dir=None, weights_dir=None, in
         raise KeyError(f"unknown study row {key!r}; choose one of {list(ROW)}")
     row = ROW[key]
     run = indexed_run(key, profile) if indexed else None
-    if run is None:
+    if run is None and row.best:
+        run = select_run(row, profile)
+        if run is None:
+            command = BEST_COMMANDS[row.kind].format(profile=profile, seed=best_seed(row, profile))
+            return Deployed(row, f"missing: run notebook {row.notebook} or `{command}`")
+    elif run is None:
         try:
+            if row.kind == "head":  # without weights the row cannot run: say so before importing the training code
+                weights.resolve(row.model, weights_dir)
             j = job(row, profile, data_dir=data_dir, weights_dir=weights_dir)
         except weights.WeightsUnavailable:
             return Deployed(row, NO_WEIGHTS)
         if not j.run.done:
             return Deployed(row, f"missing: run notebook {row.notebook} or `{j.command}`", run=j.run)
         run = j.run
-    if row.scratch:
-        return Deployed(row, OK, scratch.load(run), run)
     try:
-        model = heads.load(run, weights_dir=weights_dir)
+        model, desc = load_run(run, weights_dir=weights_dir)
     except weights.WeightsUnavailable:
         return Deployed(row, NO_WEIGHTS, run=run)
-    return Deployed(row, OK, model, run, weights=model.provenance)
+    return Deployed(row, OK, model, run, weights=getattr(model, "provenance", None), description=desc)
 
 
 _CACHE: dict[tuple, Deployed] = {}
@@ -211,14 +412,20 @@ def architecture_counts(key: str) -> dict:
     """Trainable / total parameters of row ``key``'s architecture (no weights needed)."""
     row = ROW[key]
     if row.scratch:
-        return models.count_params(scratch.build(row.model, config.recipe(row.recipe)))
+        return models.count_params(models.build_model(row.model, **config.recipe(row.recipe)[row.model]))
+    if row.kind == "strong":
+        return models.count_params(models.build_model(row.model))
+    if row.kind == "finetune":
+        return models.count_params(backbones.build_transfer(row.model, init=None, frozen=False,
+                                                            size=config.grid("controlled")["size"]))
     return models.count_params(backbones.build_transfer(row.model, init=None))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m studylib.deploy", description="The index of deployed runs.")
     sub = ap.add_subparsers(dest="command", required=True)
-    ix = sub.add_parser("index", help=f"write runs/{INDEX_FILE}: each row's shipped run (needs CIFAR-10)")
+    ix = sub.add_parser("index", help=f"write runs/{INDEX_FILE} (each row's shipped run) and each run's "
+                                      f"{DESCRIPTION_FILE} (needs CIFAR-10)")
     ix.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
     ix.add_argument("--data-dir", default=None)
     ix.add_argument("--weights-dir", default=None)

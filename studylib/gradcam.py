@@ -80,7 +80,7 @@ def target_layer(model: nn.Module) -> tuple[nn.Module, Callable | None]:
     """The layer Grad-CAM looks at in a deployed study model (studylib.deploy): the last
     convolutional block, or for the ViT the last encoder's first LayerNorm (its patch tokens still
     carry gradient: the block's output tokens other than the class token do not)."""
-    from .models import backbones, scratch
+    from .models import backbones, scratch, strong
 
     net = getattr(model, "net", None)
     if isinstance(net, scratch.CustomCNN):
@@ -88,6 +88,8 @@ def target_layer(model: nn.Module) -> tuple[nn.Module, Callable | None]:
         return relus[-1], None                         # the 512-channel conv-BN-ReLU, 4x4
     if isinstance(net, scratch.ViTSmall):
         return net.blocks[-1].norm1, vit_tokens_to_grid   # 8x8 patch grid
+    if isinstance(net, strong.StrongCNN):
+        return net[4], None                            # the last conv group (256 channels, 3x3)
     if isinstance(model, backbones.TransferNet):
         return model.backbone.get_submodule(backbones.arch_of(model.name).gradcam_layer), None  # 7x7 at 224 px
     raise KeyError(f"no Grad-CAM layer defined for {type(model).__name__} ({type(net).__name__})")

@@ -102,7 +102,8 @@ def topk_bars(results, image: torch.Tensor | None = None, cams: dict | None = No
             ax.text(min(p + 0.02, 0.82), y, f"{p:.3f}", va="center", fontsize=8)
         ax.set_xlim(0, 1)
         ax.tick_params(labelsize=8)
-        ax.set_title(f"{r.label}: {r.prediction} ({r.top[0][1]:.2f}), {r.ms:.1f} ms", fontsize=9, loc="left")
+        ms = "" if r.ms is None else f", {r.ms:.1f} ms"  # latency only where it was measured
+        ax.set_title(f"{r.label}: {r.prediction} ({r.top[0][1]:.2f}){ms}", fontsize=9, loc="left")
         if ncols == 2:
             cam_ax = row[1]
             cam_ax.imshow(image.permute(1, 2, 0).numpy())

@@ -52,14 +52,33 @@ def ship(run: runs.Run, weights: bool = False) -> list[Path]:
         names.append(runs.WEIGHTS_FILE)
     manifest, written = read_manifest(), []
     for n in names:
-        src, dst = run.folder / n, run.shipped_folder / n
-        artifacts.write_bytes(dst, src.read_bytes())
-        rel = dst.relative_to(runs.shipped_root()).as_posix()
-        manifest[rel] = {"sha256": artifacts.hash_file(dst), "bytes": dst.stat().st_size}
-        written.append(dst)
+        written.append(_ship_bytes(manifest, run, n, (run.folder / n).read_bytes()))
+    _write_manifest(manifest)
+    return written
+
+
+def ship_file(run: runs.Run, name: str, content: bytes) -> Path:
+    """Write a file generated for a finished shipped run (its deployable description, ``deploy.DESCRIPTION_FILE``)
+    into its folder in ``runs/`` and record its sha256 in the manifest."""
+    if not (run.shipped_folder / run.marker).exists():
+        raise FileNotFoundError(f"{run.kind}/{run.id} is not a shipped run; ship it first (python -m studylib.ship)")
+    manifest = read_manifest()
+    path = _ship_bytes(manifest, run, name, content)
+    _write_manifest(manifest)
+    return path
+
+
+def _ship_bytes(manifest: dict, run: runs.Run, name: str, content: bytes) -> Path:
+    dst = run.shipped_folder / name
+    artifacts.write_bytes(dst, content)
+    manifest[dst.relative_to(runs.shipped_root()).as_posix()] = {"sha256": artifacts.hash_file(dst),
+                                                                 "bytes": dst.stat().st_size}
+    return dst
+
+
+def _write_manifest(manifest: dict) -> None:
     artifacts.write_json(manifest_path(), {"about": "sha256 of every shipped file (runs/README.md)",
                                            "files": dict(sorted(manifest.items()))})
-    return written
 
 
 class ShippedRunError(RuntimeError):

@@ -119,8 +119,8 @@ def skip_or_fail(reason: str):
     pytest.skip(reason)
 
 
-@pytest.mark.browser
-def test_demo_notebook_in_jupyterlab(quick_models, tmp_path):
+def playwright_and_chromium():
+    """Playwright's sync API and the chromium executable (screenshots folder made), or skip (fail in CI)."""
     try:
         from playwright import sync_api
     except ImportError:
@@ -129,6 +129,12 @@ def test_demo_notebook_in_jupyterlab(quick_models, tmp_path):
     if chromium is None:
         skip_or_fail("no chromium executable on PATH (apt-get install chromium; .ci/run does)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return sync_api, chromium
+
+
+@pytest.mark.browser
+def test_demo_notebook_in_jupyterlab(quick_models, tmp_path):
+    sync_api, chromium = playwright_and_chromium()
     root = tmp_path / "lab"
     root.mkdir()
     quick_notebook(root)

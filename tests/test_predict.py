@@ -114,14 +114,61 @@ def test_predict_all_top_k_timing_and_isolation():
     expected = torch.softmax(torch.arange(10.0), 0).flip(0)[:5]
     assert [c for c, _ in cnn.top] == ["c9", "c8", "c7", "c6", "c5"] and cnn.prediction == "c9"
     assert torch.allclose(torch.tensor([p for _, p in cnn.top]), expected)
-    assert cnn.ok and cnn.ms > 0
+    assert cnn.ok and cnn.ms is None  # latency only when asked for
+    cache = {}
+    timed = predict.predict_all(image, deployed, classes, top=5, timed=cache)[0]
+    assert timed.ms > 0 and list(cache.values()) == [timed.ms]
+    assert predict.predict_all(image, deployed, classes, top=5, timed=cache)[0].ms == timed.ms  # measured once
     assert not vit.ok and "out of cheese" in vit.error
     assert not resnet.ok and resnet.status == deploy.NO_WEIGHTS and resnet.top == []
     table = predict.format_table([cnn, vit, resnet])
     assert "Custom CNN" in table and "c9 0.632" in table and "RuntimeError: out of cheese" in table
+    assert " ms" not in table.splitlines()[0] and " ms" in predict.format_table([timed]).splitlines()[0]
     assert "not run: no pretrained weights" in table
     with pytest.raises(ValueError, match="uint8"):
         predict.predict_all(image.float(), deployed, classes)
+
+
+class Counting(nn.Module):
+    """Logits that identify the image (its mean pixel as class 0's logit), counting forward passes and their sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append(len(x))
+        out = torch.zeros(len(x), 10)
+        out[:, 0] = x.float().mean(dim=(1, 2, 3))
+        return out
+
+
+def test_predict_batch_runs_batches_and_keeps_the_order():
+    model = Counting()
+    deployed = {"custom_cnn": deploy.Deployed(deploy.ROW["custom_cnn"], deploy.OK, model),
+                "resnet18": deploy.Deployed(deploy.ROW["resnet18"], deploy.NO_WEIGHTS)}
+    images = torch.stack([torch.full((3, 32, 32), v, dtype=torch.uint8) for v in (0, 5, 250, 3, 7)])
+    out = predict.predict_batch(images, deployed, top=10, batch_size=2)
+    assert model.calls == [2, 2, 1]  # batched: ceil(5 / 2) forward passes, not one per image
+    assert [len(per_model) for per_model in out] == [2] * 5
+    for value, per_model in zip((0, 5, 250, 3, 7), out):  # each result belongs to its own image, in order
+        expected = torch.softmax(torch.tensor([value / 1.0] + [0.0] * 9), 0)[0].item()
+        assert dict(per_model[0].top)["airplane"] == pytest.approx(expected, rel=1e-5)  # names: data.CLASSES
+    assert all(not per_model[1].ok and per_model[1].status == deploy.NO_WEIGHTS for per_model in out)
+    with pytest.raises(ValueError, match="batch_size"):
+        predict.predict_batch(images, deployed, batch_size=0)
+    with pytest.raises(ValueError, match="uint8"):
+        predict.predict_batch(images.float(), deployed)
+
+
+def test_latency_needs_warm_up_passes():
+    model = Counting()
+    image = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    assert predict.latency_ms(model, image) > 0
+    assert len(model.calls) == predict.WARMUP + predict.TIMED and predict.WARMUP >= 10
+    with pytest.raises(ValueError, match="warm-up"):
+        predict.latency_ms(model, image, warmup=1)
+    assert f"after {predict.WARMUP} warm-up passes" in predict.latency_note()
 
 
 def test_example_indices_are_the_first_of_each_class():
@@ -243,3 +290,94 @@ def test_deployed_index_is_current(real_data_dir):
     for key in ("custom_cnn", "vit_small"):
         if key in index:
             assert deploy.job(deploy.ROW[key], "full", data_dir=real_data_dir).run.id == index[key]["id"]
+
+
+# ---------------------------------------------------------------------------------------
+# Output formats, files, folders, batching, latency and TTA on the command line
+# ---------------------------------------------------------------------------------------
+def photo_tree(root):
+    """photos/a.png, photos/sub/deeper/b.jpg, photos/.hidden/c.png (skipped), photos/notes.txt (not an image)."""
+    (root / "photos" / "sub" / "deeper").mkdir(parents=True)
+    (root / "photos" / ".hidden").mkdir()
+    (root / "photos" / "a.png").write_bytes(GOOD["rgb.png"])
+    (root / "photos" / "sub" / "deeper" / "b.jpg").write_bytes(GOOD["rgb.jpg"])
+    (root / "photos" / ".hidden" / "c.png").write_bytes(GOOD["rgb.png"])
+    (root / "photos" / "notes.txt").write_text("not an image")
+    return root / "photos"
+
+
+def test_cli_json_to_a_file_recursive_and_batched(quick_models, tmp_path, capsys):
+    import json
+
+    folder = photo_tree(tmp_path)
+    out_file = tmp_path / "results" / "preds.json"
+    code = predict.main([str(folder), "--profile", "quick", "--format", "json", "--output", str(out_file),
+                         "--batch-size", "1", "--top", "3"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out == "" and f"wrote {out_file}" in captured.err
+    assert [p.name for p in out_file.parent.iterdir()] == ["preds.json"]  # written via a temporary file, renamed
+    doc = json.loads(out_file.read_text())
+    assert [i["input"].rsplit("/", 1)[-1] for i in doc["inputs"]] == ["a.png", "b.jpg"]  # recursive, hidden skipped
+    deployed = deploy.load_all("quick")
+    assert [m["model"] for m in doc["models"]] == list(deployed) and doc["latency"] is None and doc["top"] == 3
+    for item in doc["inputs"]:
+        assert item["error"] is None and "32x32" in item["note"]
+        for p in item["predictions"]:
+            assert p["status"] == deployed[p["model"]].status
+            if p["status"] == deploy.OK:
+                assert len(p["top"]) == 3 and p["prediction"] == p["top"][0]["class"]
+            else:
+                assert p["top"] == [] and p["prediction"] is None
+
+
+def test_cli_csv_names_unreadable_inputs_and_keeps_exit_code(quick_models, tmp_path, capsys):
+    import csv
+    import io
+
+    (tmp_path / "ok.png").write_bytes(GOOD["rgb.png"])
+    (tmp_path / "broken.png").write_bytes(BAD["truncated.png"][0])
+    code = predict.main([str(tmp_path / "ok.png"), str(tmp_path / "broken.png"), "--profile", "quick",
+                         "--model", "custom_cnn", "--format", "csv", "--top", "2"])
+    captured = capsys.readouterr()
+    assert code == 1 and "broken.png could not be decoded" in captured.err
+    rows = list(csv.DictReader(io.StringIO(captured.out)))
+    assert list(rows[0]) == ["input", "true_class", "model", "label", "status", "rank", "class", "probability"]
+    ok = [r for r in rows if r["input"].endswith("ok.png")]
+    assert [r["rank"] for r in ok] == ["1", "2"] and all(r["model"] == "custom_cnn" and r["status"] == "ok" for r in ok)
+    assert float(ok[0]["probability"]) >= float(ok[1]["probability"])
+    (bad,) = [r for r in rows if r["input"].endswith("broken.png")]
+    assert bad["status"].startswith("error: ") and "could not be decoded" in bad["status"] and bad["class"] == ""
+
+
+def test_cli_latency_only_with_time_after_warm_up(quick_models, tmp_path, capsys):
+    (tmp_path / "ok.png").write_bytes(GOOD["rgb.png"])
+    assert predict.main([str(tmp_path / "ok.png"), "--profile", "quick", "--model", "custom_cnn"]) == 0
+    plain = capsys.readouterr().out
+    assert "warm-up" not in plain and " ms" not in plain
+    assert predict.main([str(tmp_path / "ok.png"), "--profile", "quick", "--model", "custom_cnn", "--time"]) == 0
+    timed = capsys.readouterr().out
+    assert f"median of {predict.TIMED} single-image fp32 forward passes after {predict.WARMUP} warm-up passes" in timed
+    latency = re.search(r"^Custom CNN \(study recipe\) +(\d+\.\d)$", timed, re.M)  # the latency table's line
+    assert latency and float(latency.group(1)) > 0, timed
+
+
+def test_cli_tta_where_a_row_offers_it(quick_models, tmp_path, capsys):
+    (tmp_path / "ok.png").write_bytes(GOOD["rgb.png"])
+    if not deploy.load_all("quick", keys=("strong_cnn",))["strong_cnn"].ok:
+        pytest.skip("no quick strong-recipe run")
+    assert predict.main([str(tmp_path / "ok.png"), "--profile", "quick", "--model", "strong_cnn", "--tta"]) == 0
+    assert "Strong CNN (airbench-style recipe) + TTA (level 2)" in capsys.readouterr().out
+    assert predict.main([str(tmp_path / "ok.png"), "--profile", "quick", "--model", "custom_cnn", "--tta"]) == 0
+    assert "none of the chosen rows offers test-time augmentation" in capsys.readouterr().err
+
+
+def test_cli_more_usage_errors(tmp_path, capsys):
+    for argv, message in ((["x.png", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
+                          (["x.png", "--output", str(tmp_path)], "is a folder; give a file name"),
+                          (["x.png", "--format", "xml"], "invalid choice: 'xml'"),
+                          (["--examples", "-1"], "--examples -1: must be 0 or more")):
+        with pytest.raises(SystemExit) as info:
+            predict.main(argv)
+        assert info.value.code == 2
+        assert message in capsys.readouterr().err

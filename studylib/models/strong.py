@@ -6,7 +6,11 @@ first layer, three conv-pool-BN-GELU-conv-BN-GELU blocks, BatchNorm with fixed u
 
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, ContextManager
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import config
@@ -85,3 +89,33 @@ def init_whitening(conv: nn.Conv2d, images: torch.Tensor, eps: float) -> None:
     eigenvectors = eigenvectors.T.reshape(c * h * w, c, h, w).flip(0)
     scaled = eigenvectors / torch.sqrt(eigenvalues + eps)
     conv.weight.data[:] = torch.cat((scaled, -scaled)).to(conv.weight.dtype)
+
+
+class TTA(nn.Module):
+    """airbench's test-time augmentation around a deployable network (``models.Normalized``: uint8 in, logits out):
+    level 0 plain; 1 averages the image and its mirror; 2 also the two 1-pixel diagonal translations (reflect),
+    weights 1/2 : 1/4 : 1/4. Returns float32 logits. ``context``: entered around each forward pass of the network
+    only (the training recipe's autocast), so normalisation, flips and padding stay in float32."""
+
+    def __init__(self, model: nn.Module, level: int, context: Callable[[], ContextManager] = contextlib.nullcontext):
+        super().__init__()
+        if level not in (0, 1, 2):
+            raise ValueError(f"TTA level must be 0, 1 or 2, got {level!r}")
+        self.model, self.level, self.context = model, level, context
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        with self.context():
+            return self.model.net(x).float()
+
+    def _mirror(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self._run(x) + 0.5 * self._run(x.flip(-1)) if self.level >= 1 else self._run(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.model.preprocess(images).contiguous(memory_format=torch.channels_last)
+        logits = self._mirror(x)
+        if self.level >= 2:
+            h, w = x.shape[-2:]
+            padded = F.pad(x, (1,) * 4, mode="reflect")
+            shifted = 0.5 * self._mirror(padded[:, :, 0:h, 0:w]) + 0.5 * self._mirror(padded[:, :, 2:h + 2, 2:w + 2])
+            logits = 0.5 * logits + 0.5 * shifted
+        return logits

@@ -24,7 +24,7 @@ from torch import nn
 
 from .. import config, data, engine, models, runs, runtime
 from ..augment import MixedBatch
-from ..models.strong import init_whitening
+from ..models.strong import TTA, init_whitening
 from ..preprocess import Normalize
 
 NAME = "strong_cnn"
@@ -51,27 +51,12 @@ def random_translate(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.T
 @torch.no_grad()
 def tta_logits(model: nn.Module, images: torch.Tensor, *, device: torch.device, level: int, precision: str,
                batch_size: int = 2000) -> torch.Tensor:
-    """float32 logits of a deployable model (uint8 in) with airbench's TTA: level 0 plain; 1 averages the
-    image and its mirror; 2 also the two 1-pixel diagonal translations (reflect), weights 1/2 : 1/4 : 1/4."""
+    """float32 logits of a deployable model (uint8 in) with airbench's TTA at ``level`` (``models.strong.TTA``, the
+    module the deployed row uses), the network under the recipe's autocast."""
     model.eval()
-    out = []
-
-    def run(x):
-        with runtime.autocast(device, precision):
-            return model.net(x).float()
-
-    def mirror(x):
-        return 0.5 * run(x) + 0.5 * run(x.flip(-1)) if level >= 1 else run(x)
-
-    for start in range(0, len(images), batch_size):
-        x = model.preprocess(images[start:start + batch_size].to(device)).contiguous(memory_format=torch.channels_last)
-        logits = mirror(x)
-        if level >= 2:
-            padded = F.pad(x, (1,) * 4, mode="reflect")
-            shifted = 0.5 * mirror(padded[:, :, 0:32, 0:32]) + 0.5 * mirror(padded[:, :, 2:34, 2:34])
-            logits = 0.5 * logits + 0.5 * shifted
-        out.append(logits.cpu())
-    return torch.cat(out)
+    tta = TTA(model, level, context=lambda: runtime.autocast(device, precision))
+    return torch.cat([tta(images[start:start + batch_size].to(device)).cpu()
+                      for start in range(0, len(images), batch_size)])
 
 
 @torch.no_grad()
