@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import (calibration, config, deploy, features, findings, flops, measure, reference, report, runs, runtime, stats,
-               weights)
+               tuning, weights)
 from .models import backbones
 from .recipes import finetune, heads, scratch, strong
 
@@ -420,13 +420,14 @@ def efficiency_curve(profile: str, *, data_dir=None, device: str = "auto") -> di
 # ---------------------------------------------------------------------------------------
 def lr_searches(profile: str, *, data_dir=None, device: str = "auto") -> pd.DataFrame:
     """Every init's learning-rate search (finetune.lr_search; trained when this mode trains), one row per rate,
-    with ``chosen`` (the rate the search picked) and ``interior`` (whether that choice is inside its grid)."""
-    lr = pd.concat([finetune.lr_search(i, profile, train=runs.training_allowed(), data_dir=data_dir, device=device)
-                    for i in finetune.INITS])
-    return lr.assign(chosen=lambda d: d.lr == d.init.map({i: finetune.choose_lr(lr[lr.init == i])
-                                                          for i in finetune.INITS}),
-                     interior=lambda d: d.init.map({i: finetune.lr_choice(lr[lr.init == i])["interior"]
-                                                    for i in finetune.INITS}))
+    with ``chosen`` (the rate a finished search picked; none while it runs), ``interior`` (whether that choice is
+    inside its grid) and ``finished`` (``tuning.complete``)."""
+    tables = []
+    for i in finetune.INITS:
+        t = finetune.lr_search(i, profile, train=runs.training_allowed(), data_dir=data_dir, device=device)
+        tables.append(t.assign(chosen=t.lr == finetune.choose_lr(t), interior=finetune.lr_choice(t)["interior"],
+                               finished=tuning.complete(t)))
+    return pd.concat(tables, ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------
