@@ -248,8 +248,9 @@ def describe(run: runs.Run) -> dict:
 
 
 def description(run: runs.Run) -> dict:
-    """The run's shipped ``deployable.json``, else ``describe(run)``."""
-    path = run.path(DESCRIPTION_FILE)
+    """The run's shipped ``deployable.json`` (in ``runs/``, also for a run the store holds too), else
+    ``describe(run)``."""
+    path = run.shipped_folder / DESCRIPTION_FILE
     return artifacts.read_json(path) if path.is_file() else describe(run)
 
 
@@ -345,10 +346,12 @@ def write_index(profile: str = "full", *, data_dir=None, weights_dir=None) -> Pa
                 run = job(row, profile, data_dir=data_dir, weights_dir=weights_dir).run
             except weights.WeightsUnavailable:
                 continue
-        if run is not None and run.done and run.shipped:
+        # shipped: a run the store holds too (it trained here) is indexed once its copy is in runs/
+        if run is not None and run.done and (run.shipped_folder / run.marker).exists():
             entries[row.key] = {"kind": run.kind, "name": run.name, "id": run.id}
             text = artifacts.json_text(describe(run))
-            if not run.path(DESCRIPTION_FILE).is_file() or run.path(DESCRIPTION_FILE).read_text() != text:
+            shipped = run.shipped_folder / DESCRIPTION_FILE
+            if not shipped.is_file() or shipped.read_text() != text:
                 ship.ship_file(run, DESCRIPTION_FILE, text.encode())
         else:
             entries.pop(row.key, None)

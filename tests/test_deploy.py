@@ -76,8 +76,9 @@ def test_predict_every_row_as_json_without_the_dataset_or_the_training_code(tmp_
 @pytest.mark.parametrize("key", sorted(INDEX))
 def test_shipped_description_is_the_runs_own_and_in_the_manifest(key):
     run = deploy.indexed_run(key, "full")
-    assert run is not None and run.shipped, f"{key}: {INDEX[key]} is not a finished shipped run"
-    path = run.path(deploy.DESCRIPTION_FILE)
+    # the shipped copy (a run that trained on this machine is also in the store, which is read first)
+    assert run is not None and (run.shipped_folder / run.marker).is_file(), f"{key}: {INDEX[key]} is not shipped"
+    path = run.shipped_folder / deploy.DESCRIPTION_FILE
     assert path.is_file(), f"{key}: no {deploy.DESCRIPTION_FILE}; write it with python -m studylib.deploy index"
     assert artifacts.read_json(path) == deploy.describe(run)
     rel = path.relative_to(runs.shipped_root()).as_posix()
@@ -102,7 +103,7 @@ def test_description_builds_the_model_the_training_code_builds(key, monkeypatch)
     if d.status == deploy.NO_WEIGHTS:
         pytest.skip(f"{key}: no ImageNet backbone file here")
     assert d.ok and d.run.id == INDEX[key]["id"] and d.description == artifacts.read_json(
-        d.run.path(deploy.DESCRIPTION_FILE))
+        d.run.shipped_folder / deploy.DESCRIPTION_FILE)
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         ours, theirs = d.model(images), _training_code_model(d.run)(images)
