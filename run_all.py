@@ -6,6 +6,7 @@
     python run_all.py --retrain 02 03      # retrain only what these notebooks train
     python run_all.py --profile quick      # the whole pipeline in minutes on a small subset (smoke test)
     python run_all.py --only 01 05         # a subset of notebooks, by number prefix
+    python run_all.py --full-check         # 05 re-evaluates every shipped model on all 10,000 test images (CI)
     python run_all.py --retrain --plan     # every unfinished run the report needs: command, estimate, waits for
     python run_all.py --retrain --executor local --workers 1 --wait   # the plan in worker processes, then the report
     python run_all.py --retrain --executor slurm --slurm-partition gpu --slurm-gpus 1   # the plan as SLURM job arrays
@@ -462,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                     help="notebook parameter passed through papermill (repeatable)")
     ap.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision if it is absent")
+    ap.add_argument("--full-check", action="store_true",
+                    help="notebook 05 re-evaluates every deployed model on the whole test set (CI does), instead "
+                         "of a fixed stratified sample with every prediction identical to the recorded one")
     ap.add_argument("--reports-dir", type=Path, default=None,
                     help="where the report goes (default reports/, or reports/published with --publish)")
     ap.add_argument("--publish", action="store_true",
@@ -486,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     params["profile"] = args.profile
     if args.download:
         params["download"] = True
+    if args.full_check:
+        params["full_check"] = True
     notebooks, all_notebooks = discover(args.only), discover(None)  # pages link to every page, even when not re-run
     per_nb = check_params(notebooks, params)
     if config.shipped(args.profile) and args.retrain is None:

@@ -34,11 +34,12 @@ def latency_ms(call, batch: torch.Tensor, *, warmup: int, runs: int) -> float:
 def row_results(d, x, y, calib, args) -> list[dict]:
     """fp32 (PyTorch, ONNX Runtime) and INT8 (ONNX Runtime QDQ, PT2E) of one deployed row."""
     model = d.model.eval()
-    keep = quantize.MOBILENET_KEEP_FLOAT if d.row.model.startswith("mobilenet_v2") else ()
+    keep, onnx_keep = quantize.keep_float(d.row.model)
     t0 = time.perf_counter()
     paths = {"fp32 torch": lambda b: model(b),
              "fp32 onnxruntime": measure.onnx_session(model, x[:2], check=x[:3], threads=args.threads)}
-    paths["int8 onnxruntime (QDQ)"] = measure.onnx_static_int8(model, calib, threads=args.threads)
+    paths["int8 onnxruntime (QDQ)"] = measure.onnx_static_int8(model, calib, threads=args.threads,
+                                                               keep_float_scopes=onnx_keep)
     build_s = time.perf_counter() - t0
     if not args.skip_pt2e:
         body = "net" if d.row.scratch else "backbone"

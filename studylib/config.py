@@ -89,7 +89,10 @@ PROTOCOL: dict[str, Any] = {
         "int8_calibration_images": 1024,  # training images fed through the observers of static INT8
         "int8_test_per_class": None,    # None: INT8 accuracy on the whole test split
         "gradcam_per_class": 1,         # fixed test images per class shown with Grad-CAM
-        "reevaluate_tolerance_pts": 0.05,  # shipped model vs its recorded accuracy: larger is an error
+        "reevaluate_tolerance_pts": 0.05,  # --full-check: shipped model vs its recorded accuracy; larger is an error
+        # default re-evaluation: a fixed stratified sample of this many test images per class (1,000 images), every
+        # prediction identical to the recorded one (measure.reevaluate); run_all.py --full-check: the whole test set
+        "reevaluate_check_per_class": 100,
     },
 }
 

