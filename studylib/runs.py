@@ -335,10 +335,11 @@ class Job:
 def measured(profile: str, kind: str, name: str, key: Any, compute: Callable[[], Any], force: bool = False) -> Any:
     """``compute()``'s JSON-able result (a measurement such as latency), stored once as a run of ``kind``
     and read back on later calls with the same key (``force`` measures again). The key names the
-    machine and settings, so another machine measures afresh."""
+    machine and settings, so another machine measures afresh; a shipped measurement is read like a stored one,
+    and ``force`` measures into the store, which is read first."""
     run = Run(kind, name, key, profile, marker="result.json")
     if force:
         run.reset()
-    if not run.done:
+    if force or not run.done:
         artifacts.write_json(run.folder / "result.json", {"key": key, "result": compute()})
     return artifacts.read_json(run.path("result.json"))["result"]  # the same JSON round trip as a cached read

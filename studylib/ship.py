@@ -109,8 +109,10 @@ def verify_manifest() -> int:
 
 
 # Kinds of runs whose outputs are shipped (machine-specific measurements and caches are not).
+# "timings" and "int8_latency" are measurements keyed by the machine (CPU model, threads, torch): a clone on a machine
+# of the kind the report was published on reads them instead of timing every model again; another machine re-times.
 SHIPPED_KINDS = ("scratch", "head", "calibration", "controlled_probe", "lbfgs_probe", "finetune", "strong", "robustness",
-                 "int8")
+                 "int8", "timings", "int8_latency")
 
 
 def carries_weights(run: runs.Run) -> bool:

@@ -175,6 +175,23 @@ def test_measured_caches_per_key(artifact_root):
     assert runs.measured("quick", "timings", "m", {"cpu": "x"}, compute, force=True)["n"] == 3
 
 
+def test_a_shipped_measurement_is_read_and_remeasure_times_again(artifact_root, tmp_path, monkeypatch):
+    """Shipped latencies (ship.SHIPPED_KINDS) are read on a machine with the same key; ``force`` (notebook 05's
+    remeasure) measures into the store, which is read first from then on."""
+    monkeypatch.setattr(config, "SHIPPED_RUNS_DIR", tmp_path / "runs")
+    n = []
+    compute = lambda: (n.append(1), {"n": len(n)})[1]  # noqa: E731
+    assert "timings" in ship.SHIPPED_KINDS and "int8_latency" in ship.SHIPPED_KINDS
+    assert runs.measured("full", "timings", "m", {"cpu": "x"}, compute)["n"] == 1
+    run = runs.Run("timings", "m", {"cpu": "x"}, "full", marker="result.json")
+    ship.ship(run)
+    run.reset()
+    assert runs.measured("full", "timings", "m", {"cpu": "x"}, compute)["n"] == 1 and len(n) == 1  # read, not timed
+    assert runs.measured("full", "timings", "m", {"cpu": "x"}, compute, force=True)["n"] == 2
+    assert runs.measured("full", "timings", "m", {"cpu": "x"}, compute)["n"] == 2
+    assert runs.measured("full", "timings", "m", {"cpu": "other machine"}, compute)["n"] == 3
+
+
 # ----------------------------------------------------------------------------- structure
 def _imports(path: Path, package: str) -> set[str]:
     """studylib modules imported by ``path`` (absolute or relative, at any level of the file)."""
