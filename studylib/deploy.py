@@ -347,7 +347,7 @@ def write_index(profile: str = "full", *, data_dir=None, weights_dir=None) -> Pa
             except weights.WeightsUnavailable:
                 continue
         # shipped: a run the store holds too (it trained here) is indexed once its copy is in runs/
-        if run is not None and run.done and (run.shipped_folder / run.marker).exists():
+        if run is not None and run.done and run.has_shipped_copy:
             entries[row.key] = {"kind": run.kind, "name": run.name, "id": run.id}
             text = artifacts.json_text(describe(run))
             shipped = run.shipped_folder / DESCRIPTION_FILE

@@ -487,22 +487,22 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
         # kept, measured at 224 px on the genuine weights); ONNX Runtime's INT8 also keeps EfficientNet-Lite0's first
         # blocks float (studylib/quantize.py)
         keep, onnx_keep = quantize.keep_float(d.row.model)
+        kept = {"int8 static": keep, INT8_ONNX: onnx_keep}  # per variant, the layers left float
         onnx = lambda images: OnnxModel(onnx_static_int8_model(d.model, images, keep_float_scopes=onnx_keep),  # noqa: E731
                                         threads=ev["threads"])
         variants = {"fp32": lambda: d.model,
                     # the same fp32 network in ONNX Runtime (notebook 05 re-evaluated it: the recorded predictions)
                     FP32_ONNX: lambda: OnnxModel(onnx_export_bytes(d.model, x[:2]),
-                                                          threads=ev["threads"]),
-                    "int8 static": lambda: quantize.static_int8(d.model, calib, body, keep_float=keep),
-                    INT8_ONNX: lambda: onnx(calib)}
+                                                          threads=ev["threads"])}
         # latency does not depend on the calibration values: time a model calibrated on a few images
-        timed = {"int8 static": lambda: quantize.static_int8(d.model, calib[:32], body, keep_float=keep),
-                 INT8_ONNX: lambda: onnx(calib[:32])}
-        if d.row.best:
-            # the best networks get the INT8 path that pays (ONNX Runtime): PT2E's x86 quantizer refuses the strong
-            # network's padding="same" convolutions ("is not an aten conv2d operator"), and runs slower than fp32
-            # in eager mode on every row it quantizes
-            del variants["int8 static"], timed["int8 static"]
+        timed = {}
+        # the best networks get only the INT8 path that pays (ONNX Runtime): PT2E's x86 quantizer refuses the strong
+        # network's padding="same" convolutions ("is not an aten conv2d operator"), and runs slower than fp32 in
+        # eager mode on every row it quantizes
+        if not d.row.best:
+            variants["int8 static"] = lambda: quantize.static_int8(d.model, calib, body, keep_float=keep)
+            timed["int8 static"] = lambda: quantize.static_int8(d.model, calib[:32], body, keep_float=keep)
+        variants[INT8_ONNX], timed[INT8_ONNX] = (lambda: onnx(calib)), (lambda: onnx(calib[:32]))
         if d.row.scratch and not d.row.best:
             variants["int8 dynamic"] = lambda: quantize.dynamic_int8(d.model)
         if d.row.model.startswith("mobilenet_v2"):  # cross-check: torchvision's quantizable MobileNetV2, all int8
@@ -510,7 +510,7 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
             timed[TORCHVISION_INT8] = lambda: quantize.torchvision_mobilenet_int8(d.model, calib[:32])
         for variant, build in variants.items():
             rkey = {"run": d.run.id, "variant": variant, "version": INT8_VERSION,
-                    "keep_float": list({"int8 static": keep, INT8_ONNX: onnx_keep}.get(variant, ())),
+                    "keep_float": list(kept.get(variant, ())),
                     "test": data.split_key(data.CifarSplit(x, y, test.classes, "int8")), "calibration": n_cal,
                     "subset_seed": cfg["subset_seed"]}
             built = {}
@@ -555,7 +555,7 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
                         "Size (MB)": lat["size_mb"], "Latency (ms)": lat["latency_ms"],
                         f"Latency, batch {ev['throughput_batch']} (ms)": lat["latency_batch_ms"], "Test images": len(y),
                         "Calibration images": n_cal if variant in ("int8 static", TORCHVISION_INT8, INT8_ONNX) else 0,
-                        "Float layers kept": ", ".join({"int8 static": keep, INT8_ONNX: onnx_keep}.get(variant, ()))})
+                        "Float layers kept": ", ".join(kept.get(variant, ()))})
     t = pd.DataFrame(out)
     if len(t):
         base = t[t.Variant == "fp32"].set_index("key")

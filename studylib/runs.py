@@ -84,9 +84,14 @@ class Run:
         """The folder holding the finished run (store first, then shipped), or None."""
         if (self.folder / self.marker).exists():
             return self.folder
-        if use_shipped() and (self.shipped_folder / self.marker).exists():
+        if use_shipped() and self.has_shipped_copy:
             return self.shipped_folder
         return None
+
+    @property
+    def has_shipped_copy(self) -> bool:
+        """Whether ``runs/`` holds this run finished (also when the store holds it too and is read first)."""
+        return (self.shipped_folder / self.marker).exists()
 
     @property
     def done(self) -> bool:

@@ -62,7 +62,7 @@ def ship(run: runs.Run, weights: bool = False) -> list[Path]:
 def ship_file(run: runs.Run, name: str, content: bytes) -> Path:
     """Write a file generated for a finished shipped run (its deployable description, ``deploy.DESCRIPTION_FILE``)
     into its folder in ``runs/`` and record its sha256 in the manifest."""
-    if not (run.shipped_folder / run.marker).exists():
+    if not run.has_shipped_copy:
         raise FileNotFoundError(f"{run.kind}/{run.id} is not a shipped run; ship it first (python -m studylib.ship)")
     manifest = read_manifest()
     path = _ship_bytes(manifest, run, name, content)

@@ -77,7 +77,7 @@ def test_predict_every_row_as_json_without_the_dataset_or_the_training_code(tmp_
 def test_shipped_description_is_the_runs_own_and_in_the_manifest(key):
     run = deploy.indexed_run(key, "full")
     # the shipped copy (a run that trained on this machine is also in the store, which is read first)
-    assert run is not None and (run.shipped_folder / run.marker).is_file(), f"{key}: {INDEX[key]} is not shipped"
+    assert run is not None and run.has_shipped_copy, f"{key}: {INDEX[key]} is not shipped"
     path = run.shipped_folder / deploy.DESCRIPTION_FILE
     assert path.is_file(), f"{key}: no {deploy.DESCRIPTION_FILE}; write it with python -m studylib.deploy index"
     assert artifacts.read_json(path) == deploy.describe(run)
