@@ -347,17 +347,18 @@ Total wall time {total_s / 60:.1f} min.</p>
     artifacts.write_bytes(out, page.encode())
 
 
-def set_mode(profile: str, retrain: list[str] | None, notebook: str, executor: str | None = None) -> str:
-    """Environment of one notebook's kernel: whether shipped runs are used and whether it may train (never after
-    an executor ran the plan: the report renders from what its jobs finished)."""
+def notebook_mode(profile: str, retrain: list[str] | None, notebook: str, executor: str | None = None) -> tuple[str, str]:
+    """One notebook's run mode (its ``mode`` parameter, runs.MODES) and how the index describes it: whether shipped
+    runs count and whether its kernel may train (never after an executor ran the plan: the report renders from
+    what its jobs finished)."""
     retraining = dispatch.retraining(retrain, notebook)
-    os.environ[runs.USE_SHIPPED_ENV] = "0" if retraining else "1"
-    os.environ[runs.TRAIN_ENV] = "1" if (not config.shipped(profile) or retraining) and not executor else "0"
     if executor:
-        return f"rendering what the {executor} executor's jobs finished"
+        return ("store" if retraining else "shipped"), f"rendering what the {executor} executor's jobs finished"
     if retraining:
-        return "retraining into the artifact store"
-    return "shipped runs, no training" if config.shipped(profile) else "training what is missing"
+        return "retrain", "retraining into the artifact store"
+    if config.shipped(profile):
+        return "shipped", "shipped runs, no training"
+    return "train", "training what is missing"
 
 
 def add_dispatch_options(ap: argparse.ArgumentParser) -> None:
@@ -480,13 +481,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         raise SystemExit(f"--workers {args.workers}: at least one worker process is needed")
     if args.no_wait:
-        os.environ[runs.WAIT_ENV] = "0"  # inherited by the notebooks' kernels and the executors' jobs
+        runs.set_mode(wait=False)  # the executors' jobs get --no-wait; the notebooks, wait=False
     if args.reports_dir is None:
         args.reports_dir = config.REPORTS_DIR / "published" if args.publish else config.REPORTS_DIR
 
     params = parse_params(args.param)
     if "profile" in params:
         raise SystemExit("set the profile with --profile, not -p profile=...")
+    if {"mode", "wait"} & set(params):
+        raise SystemExit("the run mode follows the options: --retrain (retrain into the store), --executor (render "
+                         "what its jobs finished), --no-wait (skip a run another process holds); not -p mode=/wait=")
     params["profile"] = args.profile
     if args.download:
         params["download"] = True
@@ -516,10 +520,12 @@ def main(argv: list[str] | None = None) -> int:
     scratch_dir = Path(tempfile.mkdtemp(prefix="run_all_")) if args.publish else out_dir
     rows, t_start, failed, modes = [], time.perf_counter(), None, set()
     for i, nb_path in enumerate(notebooks, 1):
-        mode = set_mode(args.profile, args.retrain, nb_path.name, args.executor)
-        modes.add(mode)
-        print(f"[{i}/{len(notebooks)}] {nb_path.name}  profile={args.profile}  ({mode})", flush=True)
-        if os.environ[runs.TRAIN_ENV] == "1":
+        mode, described = notebook_mode(args.profile, args.retrain, nb_path.name, args.executor)
+        modes.add(described)
+        if "mode" in declared_parameters(nb_path):
+            per_nb[nb_path].update(mode=mode, wait=not args.no_wait)
+        print(f"[{i}/{len(notebooks)}] {nb_path.name}  profile={args.profile}  ({described})", flush=True)
+        if runs.MODES[mode][1]:
             runtime.check_machine_load(nb_path.name)
         executed = (scratch_dir if args.publish else out_dir) / nb_path.name
         html_name = nb_path.with_suffix(".html").name

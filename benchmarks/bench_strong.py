@@ -40,28 +40,25 @@ from studylib.recipes import strong
 
 @contextlib.contextmanager
 def throwaway_store() -> Iterator[Path]:
-    """For the block: $STUDY_ARTIFACTS = a fresh temporary folder and shipped runs ignored; afterwards both
-    variables restored and the folder deleted."""
-    names = (config.ARTIFACTS_DIR_ENV, runs.USE_SHIPPED_ENV)
-    saved = {k: os.environ.get(k) for k in names}
-    with tempfile.TemporaryDirectory(prefix="strong-full-run-") as store:
+    """For the block: $STUDY_ARTIFACTS = a fresh temporary folder and shipped runs ignored (a shipped run with the
+    same key must not be "reused"); afterwards the variable and the mode restored and the folder deleted."""
+    saved = os.environ.get(config.ARTIFACTS_DIR_ENV)
+    with tempfile.TemporaryDirectory(prefix="strong-full-run-") as store, runs.mode(use_shipped=False):
         os.environ[config.ARTIFACTS_DIR_ENV] = store
-        os.environ[runs.USE_SHIPPED_ENV] = "0"  # a shipped run with the same key must not be "reused"
         try:
             yield Path(store)
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            if saved is None:
+                os.environ.pop(config.ARTIFACTS_DIR_ENV, None)
+            else:
+                os.environ[config.ARTIFACTS_DIR_ENV] = saved
 
 
 def timed_run(profile: str, seed: int) -> tuple[dict, float]:
     """(metrics of one fresh strong run, wall seconds from loading the data to the finished run)."""
     with throwaway_store():
         t0 = time.perf_counter()
-        run = strong.job(profile, seed=seed, device="cpu", progress=False).train()  # job() loads the data
+        run = strong.job(profile, seed=seed, device="cpu", progress=False).ensure(train=True)  # job() loads the data
         wall = time.perf_counter() - t0
         return dict(run.metrics), wall  # read before the store is deleted
 

@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from . import artifacts, config, estimate, runs, runtime
 
@@ -192,20 +192,6 @@ def _item_id(run: runs.Run) -> str:
     return f"{run.kind}/{run.id}"
 
 
-@contextlib.contextmanager
-def _shipped(use: bool) -> Iterator[None]:
-    """Whether shipped runs count as finished while a notebook's jobs are enumerated (not when retraining)."""
-    old = os.environ.get(runs.USE_SHIPPED_ENV)
-    os.environ[runs.USE_SHIPPED_ENV] = "1" if use else "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(runs.USE_SHIPPED_ENV)
-        else:
-            os.environ[runs.USE_SHIPPED_ENV] = old
-
-
 def notebook_jobs(notebook: str, profile: str, *, data_dir=None, device: str = "auto",
                   weights_dir=None) -> tuple[list[runs.Job], list[Pending]]:
     """Every job notebook ``notebook`` (its file name or number) ensures, in order, trained or not, and its pending
@@ -236,7 +222,7 @@ def exec_command(item_id: str, notebook: str, profile: str, *, retrain: bool, da
     for flag, value in (("--data-dir", data_dir), ("--weights-dir", weights_dir)):
         if value:
             argv += [flag, str(value)]
-    return argv + (["--retrain"] if retrain else [])
+    return argv + (["--retrain"] if retrain else []) + ([] if runs.waits_for_locks() else ["--no-wait"])
 
 
 def build_plan(profile: str, notebooks: list[str], retrain: list[str] | None, *, data_dir=None,
@@ -261,7 +247,7 @@ def build_plan(profile: str, notebooks: list[str], retrain: list[str] | None, *,
 
     for nb in notebooks:
         rt = retraining(retrain, nb)
-        with _shipped(not rt):
+        with runs.mode(use_shipped=not rt):
             jobs, nb_pending = notebook_jobs(nb, profile, **settings)
             for job in jobs:
                 add(job, nb, rt)
@@ -296,11 +282,11 @@ def train_item(item_id: str, notebook: str, profile: str, *, retrain: bool, data
                weights_dir=None) -> runs.Run:
     """Compute one plan item: the job of ``notebook`` (or one of its feature caches) whose id is ``item_id``,
     holding its lock (a run another process is computing is waited for, then reused)."""
-    with _shipped(not retrain):
+    with runs.mode(use_shipped=not retrain):
         jobs, _ = notebook_jobs(notebook, profile, data_dir=data_dir, device=device, weights_dir=weights_dir)
         for job in [n for j in jobs for n in j.needs] + jobs:
             if _item_id(job.run) == item_id:
-                return job.train()
+                return job.ensure(train=True)
     raise SystemExit(f"{item_id} is not a run of notebook {notebook} under the {profile} profile: the code, data or "
                      f"settings differ from when the plan was made; plan again: python run_all.py --plan")
 
@@ -313,7 +299,7 @@ def dispatch_dir() -> Path:
 
 
 # Settings an executor job must see as the planning process did (SLURM exports the environment by default too).
-FORWARDED_ENV = ("STUDY_ARTIFACTS", "CIFAR10_DIR", "STUDY_WEIGHTS_DIR", "STUDY_WEIGHTS_OFFLINE", runs.WAIT_ENV)
+FORWARDED_ENV = ("STUDY_ARTIFACTS", "CIFAR10_DIR", "STUDY_WEIGHTS_DIR", "STUDY_WEIGHTS_OFFLINE")
 
 
 @dataclass
@@ -555,8 +541,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--weights-dir", default=None)
-    ap.add_argument("--retrain", action="store_true", help="shipped runs do not count as finished")
+    runs.add_mode_options(ap)
     args = ap.parse_args(argv)
+    runs.apply_mode_options(args)
     t0 = time.perf_counter()
     run = train_item(args.item, args.notebook, args.profile, retrain=args.retrain, data_dir=args.data_dir,
                      device=args.device, weights_dir=args.weights_dir)

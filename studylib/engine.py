@@ -182,7 +182,7 @@ def fit(run: runs.Run, model: nn.Module, plan: Plan, *, test_labels: torch.Tenso
         extra_metrics: Callable[[torch.Tensor], dict] | None = None, eval_name: str = "test") -> TrainResult:
     """Train ``model`` with ``plan`` into ``run`` (resuming its checkpoint), evaluate, and finish the
     run: ``model.pt`` (``save_weights(model)``, default the state dict), ``predictions.npz``,
-    ``history.csv`` and ``metrics.json``. The caller decides reuse (``run.reuse_or``).
+    ``history.csv`` and ``metrics.json``. The caller decides reuse (``run.ensure``).
 
     ``test_labels`` are the labels of what ``plan.evaluate`` predicts; ``eval_name`` names that split in
     the metrics and history ("test", or "val" for a held-out validation split)."""

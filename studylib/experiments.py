@@ -440,12 +440,14 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--only", nargs="*", choices=("rows", "seeds", "data_efficiency", "calibration", "resolution"),
                     default=("rows", "seeds", "data_efficiency", "calibration", "resolution"))
+    runs.add_mode_options(ap)
     args = ap.parse_args(argv)
+    runs.apply_mode_options(args)
     if "rows" in args.only:
         for name in backbones.TRANSFER_MODELS:
             for recipe in ("head", "head_reference_code"):
                 try:
-                    run = heads.row_job(name, args.profile, recipe, device=args.device).train()
+                    run = heads.row_job(name, args.profile, recipe, device=args.device).ensure(train=True)
                 except weights.WeightsUnavailable as exc:
                     print(f"{name}: not run: {exc}")
                     break
@@ -462,7 +464,7 @@ def main(argv=None) -> None:
     if "resolution" in args.only:
         for (name, size), (_, jobs) in heads.resolution_jobs(args.profile, device=args.device).items():
             for seed, job in jobs:
-                print(f"{name} at {size} px, seed {seed}: {100 * job.train().metrics['test_acc']:.2f}%", flush=True)
+                print(f"{name} at {size} px, seed {seed}: {100 * job.ensure(train=True).metrics['test_acc']:.2f}%", flush=True)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,6 @@ def _compute(run: runs.Run, model: nn.Module, split, *, precision: str, device: 
              batch_size: int | None) -> Cached:
     """Extract every missing shard, then assemble the cache (the caller holds the run's lock)."""
     key, key_hash, folder = run.key, artifacts.hash_obj(run.key), run.folder
-    final = folder / FINAL
     n = len(split)
     runtime.check_machine_load(f"{model.name} {split.split} features")
 
@@ -200,9 +199,9 @@ def _compute(run: runs.Run, model: nn.Module, split, *, precision: str, device: 
         parts.append(obj["features"])
         seconds += obj["seconds"]
     feats = torch.cat(parts) if parts else torch.empty(0, 0)
-    artifacts.torch_save(final, {"features": feats, "labels": split.labels.clone(), "key": key, "key_hash": key_hash,
-                                 "seconds": seconds, "environment": runtime.environment()})
     artifacts.write_json(folder / "key.json", key)
+    run.write_marker({"features": feats, "labels": split.labels.clone(), "key": key, "key_hash": key_hash,
+                      "seconds": seconds, "environment": runtime.environment()})
     for shard in folder.glob("shard-*.pt"):
         shard.unlink()
     return Cached(feats, split.labels, key, key_hash, folder, seconds, reused=False)

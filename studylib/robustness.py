@@ -40,25 +40,25 @@ def evaluate_model(name: str, model: nn.Module, run_id: str, subset: data.CifarS
            "corruptions": list(g["corruptions"]), "severities": list(g["severities"]), "seed": g["seed"],
            "params": {c: corruptions.PARAMS[c] for c in g["corruptions"]}}
     run = runs.Run("robustness", name, key, profile, marker="results.csv")
-    if run.done:
-        return pd.read_csv(run.path("results.csv"))
-    conditions = [("clean", 0)] + [(c, s) for c in g["corruptions"] for s in g["severities"]]
-    rows = []
-    bar = progress if progress is not None else sys.stderr.isatty()
-    for corruption, severity in tqdm(conditions, desc=f"{name} corruptions", leave=False, disable=not bar):
-        x = subset.images if corruption == "clean" else corruptions.corrupt(subset.images, corruption, severity, g["seed"])
-        t0 = time.perf_counter()
-        logits = engine.batched_logits(model, x, device=device, precision=PRECISION,
-                                        batch_size=features.model_batch(model, PRECISION, runtime.resolve_device(device)))
-        rows.append({"model": name, "corruption": corruption, "severity": severity,
-                     "acc": (logits.argmax(1) == subset.labels).float().mean().item(), "images": len(x),
-                     "seconds": time.perf_counter() - t0})
-    table = pd.DataFrame(rows)
-    artifacts.write_json(run.folder / "meta.json", {"key": key, "device": str(runtime.resolve_device(device)),
-                                                    "environment": runtime.environment()})
-    artifacts.write_bytes(run.folder / "results.csv", table.to_csv(index=False).encode())
-    return table
 
+    def fit(run: runs.Run) -> None:
+        conditions = [("clean", 0)] + [(c, s) for c in g["corruptions"] for s in g["severities"]]
+        rows = []
+        bar = progress if progress is not None else sys.stderr.isatty()
+        for corruption, severity in tqdm(conditions, desc=f"{name} corruptions", leave=False, disable=not bar):
+            x = subset.images if corruption == "clean" else corruptions.corrupt(subset.images, corruption, severity,
+                                                                                g["seed"])
+            t0 = time.perf_counter()
+            logits = engine.batched_logits(model, x, device=device, precision=PRECISION, batch_size=features.model_batch(
+                model, PRECISION, runtime.resolve_device(device)))
+            rows.append({"model": name, "corruption": corruption, "severity": severity,
+                         "acc": (logits.argmax(1) == subset.labels).float().mean().item(), "images": len(x),
+                         "seconds": time.perf_counter() - t0})
+        artifacts.write_json(run.folder / "meta.json", {"key": key, "device": str(runtime.resolve_device(device)),
+                                                        "environment": runtime.environment()})
+        run.write_marker(pd.DataFrame(rows).to_csv(index=False).encode())
+
+    return pd.read_csv(run.ensure(fit).path("results.csv"))
 
 def evaluate_all(deployed: dict, profile: str, *, data_dir=None, device: str = "cpu",
                  progress: bool | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -91,7 +91,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
     ap.add_argument("--device", default="cpu")
+    runs.add_mode_options(ap)
     args = ap.parse_args(argv)
+    runs.apply_mode_options(args)
     table, skipped = evaluate_all(deploy.load_all(args.profile), args.profile, device=args.device)
     print(summarize(table))
     print("skipped:", skipped)

@@ -1,10 +1,10 @@
 """Runs: the one lifecycle of everything expensive the study computes.
 
     run = Run("scratch", "custom_cnn", key, profile="full")   # key -> <store>/full/scratch/custom_cnn-<hash>/
-    run.reuse_or(lambda r: train(r))                          # finished: reused; unfinished: resumed; force: redone
+    run.ensure(lambda r: train(r))                            # finished: reused; unfinished: resumed; force: redone
     run.metrics["test_acc"], run.history(), run.predictions()
     table("full", "scratch", recipe="reference_code")         # every finished run matching, as a DataFrame
-    ensure(run, fit, command)                                 # train when this mode trains, else say how
+    ensure(run, fit, command)                                 # the same, when this process's mode trains; else say how
 
 A run is a folder named by a hash of everything that produced it (its ``key``). While it works it
 may hold a checkpoint; it is finished when its marker file (``metrics.json``) exists, which is
@@ -13,18 +13,22 @@ written last, atomically. Finished runs are found in two places, in order:
 1. the artifact store (``$STUDY_ARTIFACTS``, default ``<project>/artifacts``): what this machine ran;
 2. the shipped runs (``<project>/runs``, committed): the small outputs of the study's full-profile
    runs (metrics, history, per-example predictions; weights of the deployed models), each file's
-   sha256 in ``runs/MANIFEST.json``. ``$STUDY_USE_SHIPPED=0`` (``run_all.py --retrain``) ignores them.
+   sha256 in ``runs/MANIFEST.json``. ``Mode(use_shipped=False)`` (``run_all.py --retrain``) ignores them.
 
 New runs are always written to the store; shipped runs are written only by ``studylib.ship``.
+
+What a process may do with runs is its **mode** (``Mode``: read the shipped runs or not, train a missing run or
+only name its command, wait for a run another process holds or skip it), set explicitly where the process
+starts: notebooks from their declared parameters (``studylib.nb.setup``, which ``run_all.py`` fills), the command
+lines from their flags (``runs.add_mode_options``). Nothing reads it from the environment.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -35,9 +39,6 @@ import torch
 from . import artifacts, config, runtime
 
 MARKER = "metrics.json"
-USE_SHIPPED_ENV = "STUDY_USE_SHIPPED"   # "0": ignore runs/ (retraining into the store)
-TRAIN_ENV = "STUDY_TRAIN"               # "0": never train; a missing run says which command computes it
-WAIT_ENV = "STUDY_LOCK_WAIT"            # "0": a run another process is training is skipped, not waited for
 # One owner per run: a lease beside the run folder (``<folder>.lock``), taken while the run is computed.
 # filelock's SoftFileLease, because the store may sit on NFS shared by a cluster's nodes: it is an O_EXCL marker
 # file (atomic on NFSv3+), where flock/fcntl locks are emulated or unsupported on many NFS mounts. A marker is not
@@ -49,12 +50,79 @@ LOCK_POLL_S = 1.0
 WEIGHTS_FILE = "model.pt"
 
 
+@dataclass(frozen=True)
+class Mode:
+    """What this process may do with runs. ``use_shipped``: shipped runs count as finished (False: retraining
+    into the store ignores them); ``train``: ``ensure`` computes a missing run (False: it prints the command that
+    would, and the caller shows the run as not run); ``wait``: a run another process holds is waited for, then
+    reused (False: skipped, and said so)."""
+    use_shipped: bool = True
+    train: bool = True
+    wait: bool = True
+
+
+# The modes a notebook or run_all.py names (its ``mode`` parameter): (use_shipped, train)
+MODES = {
+    "train": (True, True),      # shipped runs count; a missing run is trained here (a notebook opened by hand)
+    "shipped": (True, False),   # shipped runs count; a missing run prints its command (run_all.py, full profile)
+    "retrain": (False, True),   # shipped runs ignored; everything is trained into the store (run_all.py --retrain)
+    "store": (False, False),    # only the store counts, nothing is trained (rendering what an executor retrained)
+}
+
+
+def named_mode(name: str, wait: bool = True) -> Mode:
+    if name not in MODES:
+        raise ValueError(f"mode {name!r}: use one of {', '.join(MODES)}")
+    use_shipped, train = MODES[name]
+    return Mode(use_shipped=use_shipped, train=train, wait=wait)
+
+
+def mode_name(m: Mode) -> str:
+    return next(k for k, v in MODES.items() if v == (m.use_shipped, m.train))
+
+
+_mode = Mode()
+
+
+def current_mode() -> Mode:
+    return _mode
+
+
+def set_mode(**changes: bool) -> Mode:
+    """Change this process's mode (fields of ``Mode``); returns the mode it replaced."""
+    global _mode
+    old, _mode = _mode, replace(_mode, **changes)
+    return old
+
+
+@contextlib.contextmanager
+def mode(**changes: bool) -> Iterator[Mode]:
+    """``set_mode`` for the duration of a block."""
+    old = set_mode(**changes)
+    try:
+        yield _mode
+    finally:
+        set_mode(**asdict(old))
+
+
+def add_mode_options(ap) -> None:
+    """The mode as command-line flags (the recipes' and the dispatcher's commands); ``apply_mode_options`` sets it."""
+    ap.add_argument("--retrain", action="store_true",
+                    help="shipped runs (runs/) do not count as finished: train into the artifact store")
+    ap.add_argument("--no-wait", action="store_true",
+                    help="a run another process is computing is skipped (and said so) instead of waited for")
+
+
+def apply_mode_options(args) -> Mode:
+    return set_mode(use_shipped=not args.retrain, wait=not args.no_wait)
+
+
 def use_shipped() -> bool:
-    return os.environ.get(USE_SHIPPED_ENV, "1") != "0"
+    return _mode.use_shipped
 
 
 def training_allowed() -> bool:
-    return os.environ.get(TRAIN_ENV, "1") != "0"
+    return _mode.train
 
 
 def shipped_root() -> Path:
@@ -107,7 +175,7 @@ class Run:
 
     # --- lifecycle --------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget this run in the store (checkpoint included): the next ``reuse_or`` computes it
+        """Forget this run in the store (checkpoint included): the next ``ensure`` computes it
         afresh. Shipped runs are never touched."""
         if self.folder.exists():
             shutil.rmtree(self.folder)
@@ -137,7 +205,7 @@ class Run:
         finally:
             lock.release()
 
-    def reuse_or(self, fit: Callable[["Run"], Any], force: bool = False, wait: bool = True) -> "Run":
+    def ensure(self, fit: Callable[["Run"], Any], force: bool = False, wait: bool = True) -> "Run":
         """The finished run, or ``fit(self)`` to compute it (``force``: recompute in the store), holding the
         run's lock: a second process reaching the same run waits, then reuses what the first one wrote
         (``wait=False``: raises ``RunBusy`` instead)."""
@@ -148,7 +216,7 @@ class Run:
                 self.reset()
                 if not (self.folder / self.marker).exists() and self.shipped:
                     raise RuntimeError(f"{self.id}: force=True cannot recompute a shipped run in place; "
-                                       f"set ${USE_SHIPPED_ENV}=0 (run_all.py --retrain) to train into the store.")
+                                       "retrain into the store instead (run_all.py --retrain, a recipe's --retrain).")
             if not self.done:  # the owner before us may have finished it while we waited
                 fit(self)
                 if not self.done:
@@ -171,6 +239,20 @@ class Run:
         (self.folder / "checkpoint.pt").unlink(missing_ok=True)
         self._metrics = None
         return self.metrics
+
+    def write_marker(self, content: Any) -> Path:
+        """Finish a run whose marker is its one result file (a feature cache, a robustness table, a measurement):
+        ``content`` written atomically as the marker (bytes as they are, a dict as JSON, anything else
+        torch-saved). Runs with metrics finish with ``finish``, whose marker is ``metrics.json``."""
+        path = self.folder / self.marker
+        if isinstance(content, bytes):
+            artifacts.write_bytes(path, content)
+        elif isinstance(content, dict) and self.marker.endswith(".json"):
+            artifacts.write_json(path, content)
+        else:
+            artifacts.torch_save(path, content)
+        self._metrics = None
+        return path
 
     # --- what it holds ----------------------------------------------------------------
     @property
@@ -216,7 +298,7 @@ def lock_holder(path: Path) -> str:
 
 
 def waits_for_locks() -> bool:
-    return os.environ.get(WAIT_ENV, "1") != "0"
+    return _mode.wait
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,23 +379,24 @@ def recording() -> Iterator[list["Job"]]:
 
 
 def ensure(run: Run, fit: Callable[[Run], Any], command: str, *, estimate_s: float | None = None,
-           force: bool = False, needs: tuple["Job", ...] = ()) -> Run:
-    """``run`` finished: here (reused), or trained now when this mode trains (``$STUDY_TRAIN`` not "0"),
-    or not at all: then it prints ``command``, the exact command that computes it, and returns the
-    unfinished run (``run.done`` is False) for the caller to show as "not run". A run another process is
-    training is waited for, then reused (``$STUDY_LOCK_WAIT=0``: skipped, and said so)."""
+           force: bool = False, needs: tuple["Job", ...] = (), train: bool | None = None) -> Run:
+    """``run`` finished: here (reused), or trained now when this process's mode trains (``train=True``: a
+    command that exists to compute it, always), or not at all: then it prints ``command``, the exact command
+    that computes it, and returns the unfinished run (``run.done`` is False) for the caller to show as "not
+    run". A run another process is training is waited for, then reused (``Mode(wait=False)``: skipped, and
+    said so)."""
     if _recorders:
         _recorders[-1].append(Job(run, fit, command, estimate_s, tuple(needs)))
         return run
     if run.done and not force:
         return run
-    if not training_allowed():
+    if not (training_allowed() if train is None else train):
         cost = f" (about {estimate_s / 60:.0f} min here)" if estimate_s else ""
         print(f"not run here: {run.kind}/{run.name}{cost}; compute it with:\n    {command}", flush=True)
         return run
     runtime.check_machine_load(f"{run.kind}/{run.name}")
     try:
-        return run.reuse_or(fit, force=force, wait=waits_for_locks())
+        return run.ensure(fit, force=force, wait=waits_for_locks())
     except RunBusy as busy:
         print(f"skipped: {busy}", flush=True)
         return run
@@ -330,11 +413,11 @@ class Job:
     estimate_s: float | None = None
     needs: tuple["Job", ...] = field(default_factory=tuple)
 
-    def ensure(self, force: bool = False) -> Run:
-        return ensure(self.run, self.fit, self.command, estimate_s=self.estimate_s, force=force, needs=self.needs)
-
-    def train(self, force: bool = False) -> Run:
-        return self.run.reuse_or(self.fit, force=force)
+    def ensure(self, force: bool = False, train: bool | None = None) -> Run:
+        """``runs.ensure`` of this job: reused, trained (as the mode says, or always with ``train=True``), or
+        its command printed."""
+        return ensure(self.run, self.fit, self.command, estimate_s=self.estimate_s, force=force, needs=self.needs,
+                      train=train)
 
 
 def measured(profile: str, kind: str, name: str, key: Any, compute: Callable[[], Any], force: bool = False) -> Any:
@@ -343,8 +426,8 @@ def measured(profile: str, kind: str, name: str, key: Any, compute: Callable[[],
     machine and settings, so another machine measures afresh; a shipped measurement is read like a stored one,
     and ``force`` measures into the store, which is read first."""
     run = Run(kind, name, key, profile, marker="result.json")
-    if force:
-        run.reset()
-    if force or not run.done:
-        artifacts.write_json(run.folder / "result.json", {"key": key, "result": compute()})
+    if force or not run.done:  # not run.ensure(force=True), which refuses to stand in for a shipped run
+        with run.owned():
+            run.reset()
+            run.write_marker({"key": key, "result": compute()})
     return artifacts.read_json(run.path("result.json"))["result"]  # the same JSON round trip as a cached read

@@ -75,7 +75,7 @@ def quick_store(real_data_dir, tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(config.ARTIFACTS_DIR_ENV, str(root))
         mp.setenv(weights.OFFLINE_ENV, "1")
-        mp.setenv(runs.USE_SHIPPED_ENV, "0")
+        mp.setattr(runs, "_mode", runs.Mode(use_shipped=False))
         for row in deploy.ROWS:
             if row.best:
                 continue  # below: their runs are found by what their keys record, not by one job
@@ -136,5 +136,14 @@ def quick_models(quick_store, real_data_dir, monkeypatch) -> Path:
     monkeypatch.setenv(config.ARTIFACTS_DIR_ENV, str(quick_store))
     monkeypatch.setenv(config.DATA_DIR_ENV, str(real_data_dir))
     monkeypatch.setenv(weights.OFFLINE_ENV, "1")
-    monkeypatch.setenv(runs.USE_SHIPPED_ENV, "0")
+    set_run_mode(monkeypatch, use_shipped=False)
     return quick_store
+
+
+def set_run_mode(monkeypatch, **changes) -> None:
+    """This test's run mode (studylib.runs.Mode fields), restored after it."""
+    from dataclasses import replace
+
+    from studylib import runs
+
+    monkeypatch.setattr(runs, "_mode", replace(runs.current_mode(), **changes))

@@ -359,7 +359,7 @@ def test_head_on_cached_features_equals_images_through_frozen_backbone(offline, 
     monkeypatch.setitem(config.PROTOCOL, "feature_precision", {"train": "fp32", "test": "fp32"})
     monkeypatch.setitem(config.RECIPES["head"], "batch_size", 8)
     feats = heads.features_of("mobilenet_v2", "quick", weights_dir=folder, progress=False)
-    run = heads.head_job(feats, "head", "quick").train()
+    run = heads.head_job(feats, "head", "quick").ensure(train=True)
     model_a = heads.load(run, weights_dir=folder)
 
     model_b = models.build_model("mobilenet_v2", weights_dir=folder)
@@ -391,7 +391,7 @@ def test_row_job_runs_reuses_and_loads(offline, artifact_root, monkeypatch):
     synthetic_weights("mobilenet_v2", folder)
     train_split, test_split = tiny_split(20, 0, "train"), tiny_split(10, 1, "test")
     monkeypatch.setattr(data, "load_profile_data", lambda cfg, data_dir=None: (train_split, test_split))
-    run = heads.row_job("mobilenet_v2", "quick", weights_dir=folder, progress=False).train()
+    run = heads.row_job("mobilenet_v2", "quick", weights_dir=folder, progress=False).ensure(train=True)
     m = run.metrics
     assert (m["params_trainable"], m["params_total"]) == EXPECTED_PARAMS["mobilenet_v2"]
     assert m["weights"]["sha256"] == artifacts.hash_file(folder / weights.SPECS["mobilenet_v2"].files[0])
@@ -416,7 +416,7 @@ def test_flip_head_uses_mirrored_features(offline, artifact_root, monkeypatch):
     monkeypatch.setitem(config.RECIPES["head_reference_code"], "batch_size", 8)
     job = heads.row_job("mobilenet_v2", "quick", "head_reference_code", weights_dir=folder, progress=False)
     assert set(job.run.key["features"]) == {"train", "test", "flip"}
-    run = job.train()
+    run = job.ensure(train=True)
     assert run.metrics["steps"] == config.recipe("head_reference_code", "quick")["epochs"] * (20 // 8)  # drop_last
     assert run.metrics["recipe"] == "head_reference_code"
 
@@ -432,7 +432,7 @@ def test_subset_keys_do_not_depend_on_what_is_cached(offline, artifact_root, mon
     feats = heads.features_of("mobilenet_v2", "quick", weights_dir=folder, train_per_class=2)
     job = heads.head_job(feats, "head", "quick")
     assert job.run.id == before
-    run = job.train()
+    run = job.ensure(train=True)
     assert run.metrics["train_images"] == 20
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import set_run_mode
 import torch
 
 from studylib import artifacts, config, runs, ship
@@ -117,13 +118,13 @@ def test_run_lifecycle(artifact_root):
     run = runs.Run("scratch", "m", {"a": 1}, "quick")
     assert run.folder.parent == artifact_root / "quick" / "scratch" and not run.done
     calls = []
-    run.reuse_or(lambda r: (calls.append(1), _finish(r)))
-    run.reuse_or(lambda r: calls.append(2))  # finished: reused
+    run.ensure(lambda r: (calls.append(1), _finish(r)))
+    run.ensure(lambda r: calls.append(2))  # finished: reused
     assert calls == [1] and run.metrics["test_acc"] == 0.5 and run.metrics["key"] == {"a": 1}
-    run.reuse_or(lambda r: (calls.append(3), _finish(r, 0.7)), force=True)
+    run.ensure(lambda r: (calls.append(3), _finish(r, 0.7)), force=True)
     assert calls == [1, 3] and runs.Run("scratch", "m", {"a": 1}, "quick").metrics["test_acc"] == 0.7
     with pytest.raises(RuntimeError, match="without writing metrics.json"):
-        runs.Run("scratch", "m", {"a": 2}, "quick").reuse_or(lambda r: None)
+        runs.Run("scratch", "m", {"a": 2}, "quick").ensure(lambda r: None)
 
 
 def test_table_filters_on_dotted_keys(artifact_root):
@@ -137,10 +138,12 @@ def test_table_filters_on_dotted_keys(artifact_root):
 
 def test_ensure_trains_or_prints_the_command(artifact_root, monkeypatch, capsys):
     run = runs.Run("scratch", "m", {"a": 9}, "quick")
-    monkeypatch.setenv(runs.TRAIN_ENV, "0")
+    set_run_mode(monkeypatch, train=False)
     assert not runs.ensure(run, _finish, "python -m train-it").done
     assert "python -m train-it" in capsys.readouterr().out
-    monkeypatch.setenv(runs.TRAIN_ENV, "1")
+    assert runs.ensure(run, _finish, "python -m train-it", train=True).done  # a command that exists to train it
+    run.reset()
+    set_run_mode(monkeypatch, train=True)
     assert runs.ensure(run, _finish, "python -m train-it").done
 
 
@@ -157,10 +160,10 @@ def test_shipped_runs_are_found_verified_and_never_overwritten(artifact_root, tm
     again = runs.Run("head", "m", {"k": 1}, "full")
     assert again.done and again.shipped and again.load()["w"].sum() == 2
     with pytest.raises(RuntimeError, match="cannot recompute a shipped run"):
-        again.reuse_or(_finish, force=True)
-    monkeypatch.setenv(runs.USE_SHIPPED_ENV, "0")  # --retrain: shipped runs are ignored
-    assert not runs.Run("head", "m", {"k": 1}, "full").done
-    monkeypatch.delenv(runs.USE_SHIPPED_ENV)
+        again.ensure(_finish, force=True)
+    with runs.mode(use_shipped=False):  # --retrain: shipped runs are ignored
+        assert not runs.Run("head", "m", {"k": 1}, "full").done
+    assert runs.Run("head", "m", {"k": 1}, "full").done
     (again.shipped_folder / "metrics.json").write_text('{"test_acc": 0.99}')
     with pytest.raises(ship.ShippedRunError, match="metrics.json has sha256 .* altered"):
         ship.verify_manifest()

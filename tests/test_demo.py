@@ -4,6 +4,7 @@ import re
 from datetime import datetime, timezone
 
 import pytest
+from conftest import set_run_mode
 
 from image_inputs import bad_inputs, good_inputs
 from studylib import deploy, demo, predict
@@ -137,7 +138,7 @@ def test_models_load_once(app):
 
 def test_missing_models_name_the_notebook(artifact_root, real_data_dir, monkeypatch):
     monkeypatch.setenv("STUDY_WEIGHTS_OFFLINE", "1")
-    monkeypatch.setenv("STUDY_USE_SHIPPED", "0")
+    set_run_mode(monkeypatch, use_shipped=False)
     app = demo.build("quick", data_dir=real_data_dir, examples_per_class=1)
     info = app.models_info.value
     assert "Custom CNN (study recipe): <i>missing: run notebook 02_scratch_cnn" in info

@@ -23,7 +23,7 @@ def run_python(code: str, tmp_path, **env) -> subprocess.CompletedProcess:
     import os
 
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=config.PROJ_ROOT, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "STUDY_USE_SHIPPED": "1", **env})
+                          text=True, timeout=600, env={**os.environ, **env})
 
 
 def test_importing_deploy_predict_and_demo_loads_no_training_code(tmp_path):

@@ -22,6 +22,7 @@ TOY = textwrap.dedent("""
     import os, sys, time
     from studylib import artifacts, runs
     sleep = float(sys.argv[1])
+    runs.set_mode(wait=sys.argv[2:] != ["--no-wait"])
     run = runs.Run("toy", "race", {"k": 1}, "quick")
 
     def fit(run):
@@ -44,8 +45,8 @@ TOY = textwrap.dedent("""
 """)
 
 
-def _toy(store, sleep: float, **env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", TOY, str(sleep)], cwd=config.PROJ_ROOT, text=True,
+def _toy(store, sleep: float, *flags: str, **env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", TOY, str(sleep), *flags], cwd=config.PROJ_ROOT, text=True,
                             env={**os.environ, config.ARTIFACTS_DIR_ENV: str(store), **env},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -62,7 +63,7 @@ def test_two_processes_on_one_key_one_trains_the_other_waits_and_reuses(artifact
     first = _toy(artifact_root, 0.4, TOY_HOLD=str(hold))
     _wait_for("quick/toy/*/checkpoint.json", artifact_root, first)  # the first owns the lock and is computing
     second = _toy(artifact_root, 3.0)
-    skipper = _toy(artifact_root, 3.0, **{runs.WAIT_ENV: "0"})       # --no-wait: skipped, and says so
+    skipper = _toy(artifact_root, 3.0, "--no-wait")                  # --no-wait: skipped, and says so
     skipped = skipper.communicate(timeout=120)[0]
     hold.touch()
     out = [p.communicate(timeout=120)[0] for p in (first, second)] + [skipped]

@@ -181,7 +181,7 @@ def _tiny_fit(root, *, stop_after_epoch=None, drop_last=False, epochs=4):
                        scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs),
                        evaluate=lambda: engine.batched_logits(model, x[64:], prepare=norm))
     run = runs.Run("tiny", "net", {"drop_last": drop_last, "epochs": epochs}, "quick")
-    run.reuse_or(lambda r: engine.fit(r, model, plan, test_labels=y[64:], train_n=64, device="cpu", precision="fp32",
+    run.ensure(lambda r: engine.fit(r, model, plan, test_labels=y[64:], train_n=64, device="cpu", precision="fp32",
                                       progress=False))
     return run
 

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import set_run_mode
 import torch
 from PIL import Image
 from torch import nn
@@ -229,7 +230,7 @@ def test_cli_bad_input_exit_code(quick_models, tmp_path, capsys):
 
 def test_cli_without_trained_models_names_the_notebooks(artifact_root, real_data_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("STUDY_WEIGHTS_OFFLINE", "1")
-    monkeypatch.setenv("STUDY_USE_SHIPPED", "0")
+    set_run_mode(monkeypatch, use_shipped=False)
     (tmp_path / "ok.png").write_bytes(GOOD["rgb.png"])
     code = predict.main([str(tmp_path / "ok.png"), "--profile", "quick", "--data-dir", str(real_data_dir)])
     err = capsys.readouterr().err
@@ -257,7 +258,7 @@ def no_dataset(artifact_root, monkeypatch):
 
     for name in ("resolve_data_dir", "load_cifar10", "load_profile_data", "read_classes"):
         monkeypatch.setattr(data, name, missing)
-    monkeypatch.setenv("STUDY_USE_SHIPPED", "1")
+    set_run_mode(monkeypatch, use_shipped=True)
     monkeypatch.setenv("STUDY_WEIGHTS_OFFLINE", "1")
     deploy._CACHE.clear()
     yield

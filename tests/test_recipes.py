@@ -53,12 +53,12 @@ def test_one_training_subset_rule():
 
 def test_head_subset_repetition_calibration_and_reuse(artifact_root):
     feats = fake_features()
-    run = heads.head_job(feats, "head", "quick", seed=0, per_class=5, min_epoch_images=1000, progress=False).train()
+    run = heads.head_job(feats, "head", "quick", seed=0, per_class=5, min_epoch_images=1000, progress=False).ensure(train=True)
     m = run.metrics
     assert m["train_images"] == 50 and m["repeats"] == 20 and m["train_n"] == 1000
     assert m["test_acc"] > 0.5 and len(run.predictions()["pred"]) == 100
     assert heads.head_job(feats, "head", "quick", seed=0, per_class=5, min_epoch_images=1000).run.done
-    cal = heads.head_job(feats, "head", "quick", seed=1, val_fraction=0.2, kind="calibration").train().metrics
+    cal = heads.head_job(feats, "head", "quick", seed=1, val_fraction=0.2, kind="calibration").ensure(train=True).metrics
     assert cal["train_images"] == 160 and cal["val_images"] == 40
     c = cal["calibration"]
     assert c["val_n"] == 40 and c["test_n"] == 100 and c["temperature"] > 0

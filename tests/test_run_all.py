@@ -26,11 +26,40 @@ def test_unknown_only_rejected():
         run_all.main(["--only", "99"])
 
 
+MAX_CODE_LINES = 60
+
+
 def test_every_notebook_has_clean_parameters_cell():
     for nb_path in sorted(config.NOTEBOOKS_DIR.glob(run_all.NOTEBOOK_GLOB)):
         nb = nbformat.read(nb_path, as_version=4)
-        assert "profile" in run_all.declared_parameters(nb_path), nb_path.name
+        declared = run_all.declared_parameters(nb_path)
+        assert {"profile", "mode", "wait"} <= set(declared), nb_path.name  # the run mode is a declared parameter
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{nb_path.name} has outputs"
+        code = [line for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines() if line.strip()]
+        assert len(code) <= MAX_CODE_LINES, f"{nb_path.name}: {len(code)} code lines (at most {MAX_CODE_LINES})"
+        assert "nb.setup(mode, wait)" in "\n".join(code), f"{nb_path.name} does not set its run mode"
+
+
+def test_the_two_scratch_pages_are_one_page_with_a_model_parameter():
+    def code(name):
+        nb = nbformat.read(config.NOTEBOOKS_DIR / name, as_version=4)
+        return [c.source for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
+
+    assert code("02_scratch_cnn.ipynb") == code("04_vit.ipynb")
+    assert [run_all.declared_parameters(config.NOTEBOOKS_DIR / n)["model"]["default"]
+            for n in ("02_scratch_cnn.ipynb", "04_vit.ipynb")] == ['"custom_cnn"', '"vit_small"']
+
+
+def test_the_run_mode_follows_the_options_not_a_parameter():
+    for param in ("mode='retrain'", "wait=False"):
+        with pytest.raises(SystemExit, match="the run mode follows the options"):
+            run_all.main(["--only", "01", "-p", param])
+    assert run_all.notebook_mode("full", None, "03_transfer.ipynb")[0] == "shipped"
+    assert run_all.notebook_mode("quick", None, "03_transfer.ipynb")[0] == "train"
+    assert run_all.notebook_mode("full", ["02"], "03_transfer.ipynb")[0] == "shipped"
+    assert run_all.notebook_mode("full", ["03"], "03_transfer.ipynb")[0] == "retrain"
+    assert run_all.notebook_mode("full", [], "03_transfer.ipynb", "local")[0] == "store"
+    assert run_all.notebook_mode("full", None, "03_transfer.ipynb", "slurm")[0] == "shipped"
 
 
 def test_failing_notebook_is_named(tmp_path, monkeypatch):

@@ -340,7 +340,9 @@ def main(argv=None) -> None:
                     help="with --only probe: the earlier-block probes (must be the grid's probe_block)")
     ap.add_argument("--epochs", type=int, nargs="*", default=None,
                     help="training budget: only these epoch counts (default: the grid's budget_epochs)")
+    runs.add_mode_options(ap)
     args = ap.parse_args(argv)
+    runs.apply_mode_options(args)
     g = config.grid("controlled", args.profile)
     if args.block is not None and args.block != g["probe_block"]:
         ap.error(f"--block {args.block}: the grid probes block {g['probe_block']} (config probe_block)")
@@ -349,12 +351,12 @@ def main(argv=None) -> None:
         for init, cell in block_probe_jobs(args.profile, **kw).items():
             for j in cell if init in args.inits else ():
                 if args.seeds is None or j.run.key["seed"] in args.seeds:
-                    m = j.train().metrics
+                    m = j.ensure(train=True).metrics
                     print(f"probe {init} seed {m['seed']}, block {args.block}: {100 * m['test_acc']:.2f}%", flush=True)
     elif "probe" in args.only:
         for init in args.inits:
             for seed in args.seeds if args.seeds is not None else probe_seeds(init, g["probe_seeds"]):
-                run = probe_job(init, args.profile, seed, **kw).train()
+                run = probe_job(init, args.profile, seed, **kw).ensure(train=True)
                 print(f"probe {init} seed {seed}: {100 * run.metrics['test_acc']:.2f}%", flush=True)
     lrs = {}
     sizes = args.per_class if "lr" in args.only and args.per_class else [None]
@@ -368,7 +370,7 @@ def main(argv=None) -> None:
     if "finetune" in args.only:
         for seed in args.seeds if args.seeds is not None else g["seeds"]:
             for init in args.inits:
-                run = job(init, args.profile, seed=seed, lr=lrs[init], **kw).train()
+                run = job(init, args.profile, seed=seed, lr=lrs[init], **kw).ensure(train=True)
                 print(f"end to end {init} seed {seed}: {100 * run.metrics['test_acc']:.2f}% "
                       f"({run.metrics['train_seconds'] / 60:.1f} min)", flush=True)
     if "budget" in args.only:  # longest last: each budget point is a run of its own (resumable)
@@ -377,7 +379,7 @@ def main(argv=None) -> None:
                 continue
             for j in cell:
                 if args.seeds is None or j.run.key["recipe"]["seed"] in args.seeds:
-                    m = j.train().metrics
+                    m = j.ensure(train=True).metrics
                     print(f"budget {epochs} epochs, {init} seed {m['seed']}: {100 * m['test_acc']:.2f}% "
                           f"({m['train_seconds'] / 60:.1f} min)", flush=True)
     if "efficiency" in args.only:
@@ -386,7 +388,7 @@ def main(argv=None) -> None:
                 continue
             for j in cell:
                 if args.seeds is None or j.run.key.get("recipe", {}).get("seed") in args.seeds:
-                    m = j.train().metrics
+                    m = j.ensure(train=True).metrics
                     print(f"{training} {init} seed {m['seed']}, {pc * 10:,} images: {100 * m['test_acc']:.2f}%",
                           flush=True)
 

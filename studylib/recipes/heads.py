@@ -181,7 +181,7 @@ def random_init_backbone(name: str, *, size: int, seed: int, bn_images: torch.Te
                 backbone(model.preprocess(bn_images[start:start + batch_size].to(dev)))
         backbone.eval()
         if run is not None:
-            artifacts.torch_save(run.folder / "backbone.pt", {k: v.cpu() for k, v in backbone.state_dict().items()})
+            run.write_marker({k: v.cpu() for k, v in backbone.state_dict().items()})
 
     model.backbone.register_forward_pre_hook(estimate)
     return model

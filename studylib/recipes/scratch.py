@@ -121,13 +121,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--force", action="store_true")
+    runs.add_mode_options(ap)
     args = ap.parse_args(argv)
+    runs.apply_mode_options(args)
     for name in args.models:
         for seed, per_class in [(s, p) for s in args.seed for p in args.per_class]:
             j = job(name, args.recipe, args.profile, seed=seed, per_class=per_class,
                     min_epoch_images=args.min_epoch_images, data_dir=args.data_dir, device=args.device)
             reused = j.run.done and not args.force
-            run = j.train(force=args.force)
+            run = j.ensure(force=args.force, train=True)
             m = run.metrics
             print(f"{name} ({args.recipe}, seed {m['seed']}, {m['train_images']:,} images): test accuracy {100 * m['test_acc']:.2f}% after "
                   f"{m['epochs']} epochs, {m['train_seconds']:.0f} s on {runtime.device_label(m)} "

@@ -181,13 +181,15 @@ def main(argv=None) -> None:
     ap.add_argument("--per-class", type=int, nargs="*", default=[], help="data-efficiency points (images per class)")
     ap.add_argument("--min-epoch-images", type=int, default=None, help="default: the grid's")
     ap.add_argument("--force", action="store_true")
+    runs.add_mode_options(ap)
     args = ap.parse_args(argv)
+    runs.apply_mode_options(args)
     mei = args.min_epoch_images if args.min_epoch_images is not None else config.grid("strong", args.profile)[
         "min_epoch_images"]
     for seed in args.seeds:
         for pc in [None, *args.per_class]:
             run = job(args.profile, seed=seed, per_class=pc, min_epoch_images=mei if pc else 0,
-                      device=args.device).train(force=args.force)
+                      device=args.device).ensure(force=args.force, train=True)
             m = run.metrics
             print(f"{NAME} seed {seed} ({m['train_images']:,} images x{m['repeats']}): {100 * m['test_acc']:.2f}% "
                   f"without TTA, {100 * m['test_acc_tta']:.2f}% with, {m['train_seconds']:.1f} s on "
