@@ -39,7 +39,8 @@ from nbconvert import HTMLExporter
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
-from studylib import artifacts, config, dispatch, estimate, provenance, runs, runtime, ship
+from studylib import artifacts, config, dispatch, estimate, runs, runtime, ship
+from studylib.report import provenance
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 
@@ -227,7 +228,7 @@ def answer_html(out_dir: Path, profile: str) -> str:
     """The top of the index page: the generated bottom line (notebook 12), the headline table (05) and the
     controlled grid's figure, read from this report's results (``results/<profile>/``); absent parts say which
     notebook writes them."""
-    from studylib import headline
+    from studylib.report import headline
 
     parts = []
     results_dir = out_dir / "results" / profile

@@ -33,7 +33,8 @@ import torch
 
 from benchmarks import timing
 from benchmarks.bench_limits import BACKBONES, activation_bytes, limit_for, random_images, transfer_model
-from studylib import engine, features, measure, runtime
+from studylib import measure, runtime
+from studylib.recipes import engine, features
 
 BASELINE = 64  # images per pass before this benchmark (feature extraction's and measure.reevaluate's default)
 SWEEP = {224: (1, 2, 4, 8, 16, 32, 64), 64: (8, 16, 32, 64, 128, 256, 512)}

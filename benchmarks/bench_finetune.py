@@ -1,12 +1,12 @@
 """The fine-tuning step on this CPU: the controlled grid's end-to-end MobileNetV2 step as the shipped fine-tune
 runs trained it (the baseline) against faster ways to compute it, all in one process.
 
-Variants (64 px; each a full step as studylib.engine.train_one_epoch runs it: crop + flip on the 32-px images,
+Variants (64 px; each a full step as studylib.recipes.engine.train_one_epoch runs it: crop + flip on the 32-px images,
 upscale, forward, backward, Adam over every layer, BatchNorm in training mode):
 
   baseline                 bf16 autocast, channels_last, ReLU6 in place, batch 128: the shipped fine-tune runs' step
   fp32, channels_last, batch 128       the same without autocast
-  fp32, batch 128          contiguous tensors, ReLU6 out of place (studylib.fastpath.accelerate())
+  fp32, batch 128          contiguous tensors, ReLU6 out of place (studylib.recipes.fastpath.accelerate())
   fp32                     the same at the recipe's batch (64): the recipe's step now
   fp32 + compiled BN       ... and BatchNorm + ReLU6 one torch.compile region (accelerate(compile=True))
   fp32 + compiled BN, channels_last    the same in channels_last (oneDNN's depthwise convolutions alone are
@@ -46,12 +46,13 @@ import torch
 
 from benchmarks import timing
 from benchmarks.bench_limits import activation_bytes, limit_for, random_images, transfer_model
-from studylib import config, data, engine, fastpath, runtime
-from studylib.augment import CropFlip
+from studylib import config, data, runtime
+from studylib.data.augment import CropFlip
+from studylib.recipes import engine, fastpath
 
 CPU = torch.device("cpu")
 BASELINE = "baseline"
-CHOSEN = "fp32"  # the recipe's step: its precision and batch, on studylib.fastpath.accelerate's default path
+CHOSEN = "fp32"  # the recipe's step: its precision and batch, on studylib.recipes.fastpath.accelerate's default path
 BASELINE_BATCH = 128  # the batch of the shipped fine-tune runs (bf16, channels_last)
 
 

@@ -1,6 +1,6 @@
 """INT8 against fp32 for every deployed row, on this CPU: ONNX Runtime's static QDQ INT8
 (studylib.measure.onnx_static_int8, int8 convolutions with VNNI) and PyTorch's PT2E static INT8
-(studylib.quantize.static_int8, as notebook 05's int8.csv builds it), each timed against the fp32 paths the
+(studylib.measure.quantize.static_int8, as notebook 05's int8.csv builds it), each timed against the fp32 paths the
 benchmark table uses (PyTorch eager; and ONNX Runtime fp32, the same engine as the INT8 one), in one process.
 
 Per row: latency at batch 1 and batch 64 (median of timed calls after warm-up calls), the speed-up over
@@ -24,7 +24,9 @@ import numpy as np
 import torch
 
 from benchmarks import timing
-from studylib import config, data, deploy, measure, quantize, runtime
+from studylib import config, data, measure, runtime
+from studylib.measure import quantize
+from studylib.serve import deploy
 
 
 def latency_ms(call, batch: torch.Tensor, *, warmup: int, runs: int) -> float:

@@ -2,7 +2,7 @@
 
 At start it measures the machine (benchmarks.timing.machine_limits): fp32, bf16 and int8 matmul
 GFLOP/s (int8: torch._int_mm, where this torch build has a CPU kernel) and memory copy bandwidth.
-Then, per stage, with the study's own code paths (studylib.engine, features, quantize):
+Then, per stage, with the study's own code paths (studylib.recipes.engine, features, quantize):
 
   stage                        nb  how it runs
   custom_cnn train             02  engine.train_one_epoch with the study recipe's augmentation, bf16,
@@ -52,11 +52,11 @@ import torch
 from torch import nn
 
 from benchmarks import timing
-from studylib import config, data, engine, estimate, features, measure, quantize, runtime, weights
-from studylib.augment import CropFlip, MixedBatch, ScratchAugment
+from studylib import config, data, estimate, measure, runtime, weights
+from studylib.data.augment import CropFlip, MixedBatch, ScratchAugment
+from studylib.measure import quantize
 from studylib.models import backbones
-from studylib.recipes import heads
-from studylib.recipes import scratch as scratch_recipe
+from studylib.recipes import engine, features, heads, scratch as scratch_recipe
 
 CPU = torch.device("cpu")
 # Alternatives measured beside the path the study takes (not extra work; the floor counts only the study's

@@ -10,7 +10,7 @@ nothing is reused, nothing is left behind, and it never stands in for the runs n
 Writes benchmarks/results/strong_full_run-<cpu>-<UTC date>.json ($BENCH_RESULTS_DIR overrides the
 folder) with test_acc (WITHOUT TTA, the study's number), test_acc_tta, wall_seconds, train_seconds,
 images_per_s, the target (config.grid("strong"): cpu_target_acc, cpu_target_minutes) and target_met;
-notebook 08 reads it with studylib.benchmarks_results.latest("strong_full_run"). Another profile
+notebook 08 reads it with studylib.report.benchmarks_results.latest("strong_full_run"). Another profile
 (``--profile quick``: a check of the script, seconds) is written as strong_<profile>_run-*.json, so
 notebook 08 never takes it for the full run, and its target_met is null (the target is the full run's).
 

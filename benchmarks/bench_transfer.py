@@ -7,7 +7,7 @@ test images:
                    image through the whole model again for the epoch's test accuracy (batched_logits, fp32);
   cached (study)   the head's steps on cached features (fp32, 1 thread, batch 128) and a test pass on the
                    cached test features; the backbone ran once per image before the first epoch
-                   (studylib.features: train bf16 / test fp32, channels_last, batch 64).
+                   (studylib.recipes.features: train bf16 / test fp32, channels_last, batch 64).
 Prints both per-epoch costs and their ratio, then the whole recipe (its epochs; the cached way pays the
 one-time extraction too). Random uint8 images; ImageNet weights where available.
 
@@ -23,9 +23,9 @@ import argparse
 import torch
 
 from benchmarks.bench_limits import calls_per_s, head_images_per_s, random_images, train_images_per_s, transfer_model
-from studylib import config, data, engine, features, runtime
+from studylib import config, data, runtime
 from studylib.models import backbones
-from studylib.recipes import heads
+from studylib.recipes import engine, features, heads
 
 N_TRAIN = data.NUM_CLASSES * data.FULL_PER_CLASS["train"]  # 50,000
 N_TEST = data.NUM_CLASSES * data.FULL_PER_CLASS["test"]    # 10,000

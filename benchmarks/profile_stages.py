@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from studylib import engine, models, runtime
-from studylib.augment import MixedBatch
+from studylib import models, runtime
+from studylib.data.augment import MixedBatch
 from studylib.models import backbones
-
+from studylib.recipes import engine
 from . import timing
 
 
@@ -56,7 +56,8 @@ def int8_batch1_fn(which: str):
     """Batch-1 inference of the Custom CNN (untrained; speed does not depend on the weights) as notebook 05
     times it: fp32, or static INT8 (quantize.static_int8: the PT2E reference model), calibrated on random
     images. Returns (step, deployed model)."""
-    from studylib import config, quantize
+    from studylib import config
+    from studylib.measure import quantize
     from studylib.recipes import scratch
 
     torch.manual_seed(0)

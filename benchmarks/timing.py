@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from studylib.flops import flops_per_example  # noqa: F401  (the benchmarks' FLOP counts: one counter, in the library)
+from studylib.measure.flops import flops_per_example  # noqa: F401  (the benchmarks' FLOP counts: one counter, in the library)
 from studylib.timing import rate, time_call  # noqa: F401  (the one timing helper, in the library)
 
 # Where write_results puts its JSON: $BENCH_RESULTS_DIR when set (a test running a benchmark in a

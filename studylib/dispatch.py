@@ -41,7 +41,7 @@ def retraining(retrain: list[str] | None, notebook: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------
-# Which jobs each notebook ensures (the same calls the notebooks make; studylib.experiments' sections)
+# Which jobs each notebook ensures (the same calls the notebooks make; studylib.recipes.experiments' sections)
 # ---------------------------------------------------------------------------------------
 def _ensure_each(jobs) -> None:
     for j in jobs:
@@ -118,7 +118,7 @@ def _grid(profile: str, kw: dict, *, cells: bool, efficiency: bool) -> list["Pen
 
 
 def _efficiency(profile: str, kw: dict) -> list["Pending"]:
-    from . import experiments
+    from .recipes import experiments
     experiments.seeds_table(profile, **kw)
     experiments.data_efficiency_table(profile, **kw)
     _ensure_each(experiments.efficiency_points(profile, **kw).values())
@@ -132,7 +132,7 @@ def _resolution(profile: str, kw: dict) -> list["Pending"]:
 
 
 def _calibration(profile: str, kw: dict) -> None:
-    from . import experiments
+    from .recipes import experiments
     experiments.calibration_runs(profile, **kw)
 
 

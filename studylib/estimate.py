@@ -13,9 +13,10 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from . import config, engine, fastpath, models, runtime, timing
-from .augment import MixedBatch
+from . import config, models, runtime, timing
+from .data.augment import MixedBatch
 from .models import backbones
+from .recipes import engine, fastpath
 
 EVAL_COST = 1 / 3  # a forward pass costs about a third of a training step per image
 

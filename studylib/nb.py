@@ -37,7 +37,9 @@ def scratch_page(model: str, profile: str, *, data_dir=None, device: str = "auto
     ``experiments.scratch_section``'s dict."""
     from IPython.display import Markdown, display
 
-    from . import config, data, experiments, plots, report
+    from . import config, data, report
+    from .recipes import experiments
+    from .report import plots
 
     sec = experiments.scratch_section(model, profile, data_dir=data_dir, device=device)
     display(Markdown("**Settings where the two recipes differ** (generated from the configuration):"))

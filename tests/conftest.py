@@ -69,7 +69,8 @@ def quick_store(real_data_dir, tmp_path_factory) -> Path:
     weights are left out, as notebook 03 leaves them out."""
     import torch
 
-    from studylib import deploy, models, runs, weights
+    from studylib.serve import deploy
+    from studylib import models, runs, weights
 
     root = tmp_path_factory.mktemp("quick-artifacts")
     with pytest.MonkeyPatch.context() as mp:
@@ -104,7 +105,8 @@ def finish_best_rows(profile: str, data_dir) -> None:
     controlled grid's ImageNet-init end-to-end run (left out without the backbone's ImageNet weights)."""
     import torch
 
-    from studylib import deploy, models, runs, weights
+    from studylib.serve import deploy
+    from studylib import models, runs, weights
     from studylib.models import backbones
     from studylib.recipes import finetune, strong
 

@@ -1,4 +1,4 @@
-"""The Gradio app (python -m studylib.app): its callback on the quick-profile models, and the app in a real
+"""The Gradio app (python -m studylib.serve.app): its callback on the quick-profile models, and the app in a real
 browser (headless Chromium driven by Playwright), as the notebook demo is tested in tests/test_browser.py.
 
 Needs the optional extra (pip install -e ".[dev,app]"; .ci/run installs it): skipped without gradio, playwright
@@ -16,7 +16,9 @@ import urllib.request
 import pytest
 
 from image_inputs import bad_inputs, good_inputs
-from studylib import config, deploy, headline
+from studylib import config
+from studylib.report import headline
+from studylib.serve import deploy
 from test_browser import ARTIFACTS, CHROMIUM_ARGS, playwright_and_chromium, skip_or_fail
 
 GOOD, BAD = good_inputs(), bad_inputs()
@@ -31,7 +33,7 @@ def rows_of(html_text: str) -> dict[str, list[float] | None]:
 
 
 def test_predict_callback_every_model_and_bad_input(quick_models, tmp_path):
-    from studylib import app
+    from studylib.serve import app
 
     deployed = deploy.load_all("quick", indexed=True)
     photo, broken = tmp_path / "photo.jpg", tmp_path / "broken.png"
@@ -55,7 +57,7 @@ def test_predict_callback_every_model_and_bad_input(quick_models, tmp_path):
 
 
 def test_benchmark_tab_reads_the_published_results(tmp_path):
-    from studylib import app
+    from studylib.serve import app
 
     text = app.results_dir_markdown(headline.DEFAULT_RESULTS)
     assert headline.table(headline.DEFAULT_RESULTS) in text and headline.answer(headline.DEFAULT_RESULTS) in text
@@ -81,7 +83,7 @@ def test_app_in_a_real_browser(quick_models, tmp_path):
     port = free_port()
     log = open(tmp_path / "app.log", "w")
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(config.PROJ_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "studylib.app", "--profile", "quick", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "studylib.serve.app", "--profile", "quick", "--port", str(port)],
                             cwd=config.PROJ_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     try:

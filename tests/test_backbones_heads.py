@@ -13,10 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from studylib import artifacts, config, data, engine, experiments, features, models, reference, runs, weights
+from studylib import artifacts, config, data, models, runs, weights
+from studylib.data.preprocess import Normalize
 from studylib.models import backbones
-from studylib.preprocess import Normalize
-from studylib.recipes import heads
+from studylib.recipes import engine, experiments, features, heads
+from studylib.report import reference
 
 # Published totals (reference table; torchvision's architectures with a 10-class head).
 EXPECTED_PARAMS = {

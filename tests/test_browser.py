@@ -25,7 +25,8 @@ import nbformat
 import pytest
 
 from image_inputs import bad_inputs, good_inputs
-from studylib import config, deploy
+from studylib import config
+from studylib.serve import deploy
 
 ARTIFACTS = config.PROJ_ROOT / "test-artifacts" / "browser"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from studylib import artifacts, calibration, corruptions, data, robustness
+from studylib import artifacts, data
+from studylib.data import corruptions
+from studylib.measure import calibration, robustness
 
 
 # ---------------------------------------------------------------------------------------

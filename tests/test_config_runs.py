@@ -269,7 +269,7 @@ def test_every_shipped_file_is_committable():
 def test_shipped_runs_fit_their_budget():
     """runs/ (git-tracked, in every clone) stays within ship.SHIPPED_BUDGET; the manifest lists every file in it
     but itself, the README and the deployed rows' index."""
-    from studylib import deploy
+    from studylib.serve import deploy
 
     if not ship.read_manifest():
         pytest.skip("no shipped runs")

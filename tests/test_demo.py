@@ -7,7 +7,7 @@ import pytest
 from conftest import set_run_mode
 
 from image_inputs import bad_inputs, good_inputs
-from studylib import deploy, demo, predict
+from studylib.serve import deploy, demo, predict
 
 GOOD, BAD = good_inputs(), bad_inputs()
 
@@ -60,7 +60,7 @@ def test_example_click_then_compare(app):
             assert r.ms > 0 and f"{r.ms:.1f}" in app.output.value
 
 
-# Each upload is converted by studylib.predict (tested there input by input); here every kind must
+# Each upload is converted by studylib.serve.predict (tested there input by input); here every kind must
 # be accepted by the widget, and a representative set goes through a full comparison.
 COMPARED = ("rgb.jpg", "gray16.png", "cmyk.jpg", "animated.gif", "palette_transparent.png")
 
@@ -101,7 +101,7 @@ def test_widget_still_works_after_bad_uploads(app):
 
 def test_gradcam_overlay(app):
     if demo.gradcam is None:
-        pytest.skip("studylib.gradcam is not in this checkout")
+        pytest.skip("studylib.measure.gradcam is not in this checkout")
     app.example_buttons[1].click()
     app.gradcam_box.value = True
     app.compare_button.click()

@@ -1,4 +1,4 @@
-"""studylib.deploy: self-describing deployed runs (runs/DEPLOYED.json + each run's deployable.json), loaded
+"""studylib.serve.deploy: self-describing deployed runs (runs/DEPLOYED.json + each run's deployable.json), loaded
 without CIFAR-10 and without the training code (studylib.recipes)."""
 
 import json
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from image_inputs import good_inputs
-from studylib import artifacts, config, deploy, runs, ship, weights
+from studylib import artifacts, config, runs, ship, weights
+from studylib.serve import deploy
 
 INDEX = deploy.read_index("full")
 # Rows whose model loads from runs/ alone; the transfer heads also need their ImageNet backbone file.
@@ -29,7 +30,7 @@ def run_python(code: str, tmp_path, **env) -> subprocess.CompletedProcess:
 def test_importing_deploy_predict_and_demo_loads_no_training_code(tmp_path):
     out = run_python("""
         import sys
-        import studylib.deploy, studylib.predict, studylib.demo
+        import studylib.serve.deploy, studylib.serve.predict, studylib.serve.demo
         print([m for m in sys.modules if m.startswith("studylib.recipes")])
     """, tmp_path)
     assert out.returncode == 0, out.stderr
@@ -40,7 +41,7 @@ def test_predict_every_row_as_json_without_the_dataset_or_the_training_code(tmp_
     """The issue's "done when": predict --model all --format json with no CIFAR-10, rows include the best networks;
     loading every row imports nothing under studylib.recipes."""
     if not {"strong_cnn", "mobilenet_v2_finetuned"} <= set(INDEX):
-        pytest.skip("runs/DEPLOYED.json does not list the best networks (python -m studylib.deploy index)")
+        pytest.skip("runs/DEPLOYED.json does not list the best networks (python -m studylib.serve.deploy index)")
     (tmp_path / "photo.png").write_bytes(good_inputs()["rgb.png"])
     out = run_python(f"""
         import json, sys
@@ -79,7 +80,7 @@ def test_shipped_description_is_the_runs_own_and_in_the_manifest(key):
     # the shipped copy (a run that trained on this machine is also in the store, which is read first)
     assert run is not None and run.has_shipped_copy, f"{key}: {INDEX[key]} is not shipped"
     path = run.shipped_folder / deploy.DESCRIPTION_FILE
-    assert path.is_file(), f"{key}: no {deploy.DESCRIPTION_FILE}; write it with python -m studylib.deploy index"
+    assert path.is_file(), f"{key}: no {deploy.DESCRIPTION_FILE}; write it with python -m studylib.serve.deploy index"
     assert artifacts.read_json(path) == deploy.describe(run)
     rel = path.relative_to(runs.shipped_root()).as_posix()
     assert ship.read_manifest()[rel]["sha256"] == artifacts.hash_file(path)
@@ -148,7 +149,7 @@ def test_build_refuses_a_description_it_cannot_honour(monkeypatch):
 def test_best_rows_are_found_without_their_training_job():
     for key in ("strong_cnn", "mobilenet_v2_finetuned"):
         row = deploy.ROW[key]
-        assert row.best and row.strategy and deploy.architecture_counts(key)["total"] > 0
+        assert row.best and row.strategy and row.architecture_counts()["total"] > 0
         with pytest.raises(ValueError, match="select"):
             deploy.job(row, "full")
         if key in INDEX:

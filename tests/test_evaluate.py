@@ -5,8 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from studylib import config, deploy, evaluate, gradcam, measure, models, stats
+from studylib import config, measure, models
+from studylib.measure import evaluate, gradcam
 from studylib.recipes import scratch
+from studylib.report import stats
+from studylib.serve import deploy
 
 CLASSES = ["a", "b", "c"]
 
@@ -184,7 +187,7 @@ def _deployable(name: str) -> nn.Module:
 
 @pytest.mark.parametrize("name", ["custom_cnn", "vit_small", "mobilenet_v2", "efficientnet_lite0"])
 def test_onnx_logits_are_the_models_fp32_logits(name):
-    from studylib import engine
+    from studylib.recipes import engine
 
     model = _deployable(name)
     x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))

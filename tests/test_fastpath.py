@@ -1,4 +1,4 @@
-"""studylib.fastpath: the fine-tuning step's fast path computes what eager PyTorch computes (forward, gradients,
+"""studylib.recipes.fastpath: the fine-tuning step's fast path computes what eager PyTorch computes (forward, gradients,
 BatchNorm's running statistics), keeps the state dict, and undoes itself."""
 
 import copy
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from studylib import fastpath
+from studylib.recipes import fastpath
 
 # compiled (inductor) vs eager fp32: the same operations, reassociated; measured differences are ~1e-6 relative
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from studylib import headline
+from studylib.report import headline
 
 
 def _results(tmp_path):
@@ -47,4 +47,4 @@ def test_readme_rewrite_and_check(tmp_path):
 def test_committed_readme_matches_committed_report():
     if not (headline.DEFAULT_RESULTS / "benchmark.json").exists():
         pytest.skip("no published report committed yet")
-    assert headline.main(["--check"]) == 0, "README headline table is stale: run python -m studylib.headline"
+    assert headline.main(["--check"]) == 0, "README headline table is stale: run python -m studylib.report.headline"

@@ -3,9 +3,11 @@ import pytest
 import torch
 from torch import nn
 
-from studylib import augment, config, engine, models, runs, runtime
+from studylib import config, models, runs, runtime
+from studylib.data import augment
+from studylib.data.preprocess import Normalize
 from studylib.models import scratch
-from studylib.preprocess import Normalize
+from studylib.recipes import engine
 
 
 # ----------------------------------------------------------------------------- models

@@ -1,4 +1,4 @@
-"""studylib.predict: any image file -> the 32x32 model input (bad input refused clearly), predictions, the CLI."""
+"""studylib.serve.predict: any image file -> the 32x32 model input (bad input refused clearly), predictions, the CLI."""
 
 import re
 import time
@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from image_inputs import bad_inputs, encode, good_inputs, gradient
-from studylib import deploy, predict
+from studylib.serve import deploy, predict
 
 GOOD, BAD = good_inputs(), bad_inputs()
 
@@ -286,7 +286,7 @@ def test_cli_exit_code_when_the_dataset_is_needed(no_dataset, tmp_path, capsys, 
 
 
 def test_deployed_index_is_current(real_data_dir):
-    """runs/DEPLOYED.json names the run each scratch row's key gives today (refresh: python -m studylib.deploy index)."""
+    """runs/DEPLOYED.json names the run each scratch row's key gives today (refresh: python -m studylib.serve.deploy index)."""
     index = deploy.read_index("full")
     for key in ("custom_cnn", "vit_small"):
         if key in index:

@@ -1,4 +1,4 @@
-"""INT8 quantization (studylib.quantize) on tiny random networks: seconds, no data set, no weights.
+"""INT8 quantization (studylib.measure.quantize) on tiny random networks: seconds, no data set, no weights.
 
 Tolerances: relative L2 logit error < 0.05 and top-1 agreement >= 0.9 on 64 held-out inputs.
 Measured over seeds 0-4 (torch 2.14.1, torchao 0.18.0): static INT8 0.010-0.016 relative error,
@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from studylib import quantize
-from studylib.preprocess import Normalize
+from studylib.data.preprocess import Normalize
+from studylib.measure import quantize
 
 REL_TOL, AGREE_MIN = 0.05, 0.9
 

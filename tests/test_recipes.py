@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from studylib import config, data, features, models
+from studylib import config, data, models
+from studylib.data.preprocess import Normalize
 from studylib.models import backbones
 from studylib.models.strong import init_whitening
-from studylib.preprocess import Normalize
-from studylib.recipes import finetune, heads, scratch, strong
+from studylib.recipes import features, finetune, heads, scratch, strong
 
 
 def fake_features(n_train_per_class=20, n_test_per_class=10, dim=1280, seed=0) -> heads.Features:
@@ -262,7 +262,7 @@ def test_an_unfinished_search_chooses_nothing_so_no_run_trains_at_its_provisiona
 
 
 def test_next_value_walks_the_half_decade_ladder():
-    from studylib import tuning
+    from studylib.recipes import tuning
     assert tuning.next_value(3e-3, up=True) == pytest.approx(1e-2)
     assert tuning.next_value(1e-2, up=True) == pytest.approx(3e-2)
     assert tuning.next_value(3e-4, up=False) == pytest.approx(1e-4)

@@ -1,6 +1,6 @@
-"""Generated tables and text (studylib.report, studylib.findings), on toy inputs: every one must follow its
+"""Generated tables and text (studylib.report, studylib.report.findings), on toy inputs: every one must follow its
 inputs, and say "not measured" rather than invent a number; and the sections that ensure runs
-(studylib.experiments), the re-evaluation (studylib.measure) and the results writer (studylib.results)."""
+(studylib.recipes.experiments), the re-evaluation (studylib.measure) and the results writer (studylib.report.results)."""
 
 import copy
 
@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from studylib import config, experiments, findings, measure, report, results, stats
-from studylib.recipes import finetune
+from studylib import config, measure, report
+from studylib.recipes import experiments, finetune
+from studylib.report import findings, results, stats
 
 
 def test_deviations_table_lists_every_difference_from_the_configuration():
@@ -162,7 +163,8 @@ def test_reevaluation_fails_loudly_naming_the_row_and_both_numbers(artifact_root
     import torch
     from torch import nn
 
-    from studylib import data, deploy, runs
+    from studylib import data, runs
+    from studylib.serve import deploy
 
     class Constant(nn.Module):  # always class 0, at any batch size (as traced for ONNX Runtime)
         def forward(self, x):
@@ -190,7 +192,8 @@ def test_the_sampled_reevaluation_catches_one_altered_weight(artifact_root):
     import torch
     from torch import nn
 
-    from studylib import data, deploy, runs
+    from studylib import data, runs
+    from studylib.serve import deploy
 
     class Tiny(nn.Module):
         def __init__(self):
@@ -232,7 +235,7 @@ def test_an_unfinished_grid_table_still_has_its_columns():
 
 def test_resolution_notebook_survives_a_grid_with_no_finished_probe():
     """Notebook 10 on a checkout where no resolution probe has run: no figure, an empty table with its columns."""
-    from studylib.plots_experiments import resolution_panels
+    from studylib.report.plots_experiments import resolution_panels
 
     empty = pd.DataFrame([], columns=["model", "label", "size", "seed", "test_acc", "images_per_s"])
     assert resolution_panels(empty, "t") is None
@@ -242,7 +245,7 @@ def test_resolution_section_times_extraction_only_where_a_probe_finished(monkeyp
     """A fresh clone without the resolution probes shows none, and spends nothing timing their extraction."""
     from types import SimpleNamespace
 
-    from studylib import features
+    from studylib.recipes import features
     from studylib.recipes import heads
 
     done_at = {64}  # only the 64-px probe has finished
@@ -265,11 +268,11 @@ def test_resolution_section_times_extraction_only_where_a_probe_finished(monkeyp
     assert set(res["size"]) == {64} and len(res) == len(g["backbones"]) * len(g["seeds"])
     assert (res["images_per_s"] == 100.0).all()
     # a missing probe names the command that computes it (the heads' CLI's resolution step)
-    assert {j.command for j in jobs} == {"python -m studylib.experiments --profile quick --only resolution"}
+    assert {j.command for j in jobs} == {"python -m studylib.recipes.experiments --profile quick --only resolution"}
 
 
 def test_a_per_class_plot_of_no_finished_run_draws_nothing():
-    from studylib import plots
+    from studylib.report import plots
 
     assert plots.per_class_bars(pd.DataFrame(index=pd.Index(["cat"], name="class")), "t") is None
 

@@ -1,11 +1,11 @@
-"""Known-answer tests for studylib.stats (exact binomial tables, hand-computed t intervals)."""
+"""Known-answer tests for studylib.report.stats (exact binomial tables, hand-computed t intervals)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from studylib import stats
+from studylib.report import stats
 
 # Two-sided 97.5% Student t quantiles, typed as constants (tables / closed forms:
 # df=1: tan(0.475*pi); df=2: 0.95*sqrt(2/0.0975)).

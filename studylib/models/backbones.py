@@ -26,7 +26,7 @@ import torchvision
 from torch import nn
 
 from .. import config, weights
-from ..preprocess import Normalize
+from ..data.preprocess import Normalize
 from . import register
 
 # Rows of the study, in report order. mobilenet_v2 and mobilenet_v2_float are the same

@@ -25,9 +25,10 @@ import argparse
 import pandas as pd
 import torch
 
-from .. import augment, config, data, engine, fastpath, runs, runtime, tuning
+from .. import config, data, runs, runtime
+from ..data import augment
 from ..models import backbones
-from . import linear_probe
+from . import engine, fastpath, linear_probe, tuning
 
 INITS = ("imagenet", "random")
 CELLS = (("probe", "imagenet"), ("probe", "random"), ("finetune", "imagenet"), ("finetune", "random"))

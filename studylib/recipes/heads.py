@@ -8,7 +8,7 @@ resolution, the controlled grid's probe column).
     model = load(run)                                          # the deployable TransferNet (backbone + head)
 
 The backbone is frozen and in eval mode, so it maps an image to the same features every epoch:
-features are computed once (``studylib.features``) and a head trains on them in seconds: the
+features are computed once (``studylib.recipes.features``) and a head trains on them in seconds: the
 same computation as running the images through the backbone each epoch
 (tests/test_backbones_heads.py::test_head_on_cached_features_equals_images_through_frozen_backbone).
 Training features are extracted under bf16 autocast, test features in fp32 (the deployed model's
@@ -23,8 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import artifacts, augment, calibration, config, data, engine, features, runs, runtime
+from .. import artifacts, config, data, runs, runtime
+from ..data import augment
+from ..measure import calibration
 from ..models import backbones
+from . import engine, features
 
 # One thread while a head trains: a 128x1280 @ 1280x10 step is too small to split, and on the shared
 # 2-core machine two threads made each epoch ~10x slower (1.5 s vs 15 s measured).
@@ -267,7 +270,7 @@ def head_job(feats: Features, recipe: str = "head", profile: str = "full", *, se
             engine.fit(run, head, plan, test_labels=feats.test.labels, train_n=len(fit_idx), device=device,
                        precision=r["precision"], progress=progress, extra_metrics=extra)
 
-    command = f"python -m studylib.experiments --profile {profile}"  # the CLI that ensures every head
+    command = f"python -m studylib.recipes.experiments --profile {profile}"  # the CLI that ensures every head
     return runs.Job(run, fit, command, needs=feats.cache_jobs(command))
 
 
@@ -324,7 +327,7 @@ def resolution_jobs(profile: str = "full", *, data_dir=None, device: str = "auto
             jobs = []
             for seed in g["seeds"]:
                 job = head_job(feats, "head", profile, seed=seed, device=device, progress=False)
-                job.command = f"python -m studylib.experiments --profile {profile} --only resolution"
+                job.command = f"python -m studylib.recipes.experiments --profile {profile} --only resolution"
                 jobs.append((seed, job))
             out[(name, size)] = (feats, jobs)
     return out

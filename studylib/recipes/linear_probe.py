@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import config, data, features, runs, tuning
+from .. import config, data, runs
 from ..models import backbones
-from . import heads
+from . import features, heads, tuning
 
 KIND = "lbfgs_probe"
 

@@ -11,9 +11,10 @@ import argparse
 
 import torch
 
-from .. import config, data, engine, models, runs, runtime
-from ..augment import ScratchAugment
-from ..preprocess import Normalize
+from .. import config, data, models, runs, runtime
+from ..data.augment import ScratchAugment
+from ..data.preprocess import Normalize
+from . import engine
 
 MODELS = ("custom_cnn", "vit_small")
 RECIPES = ("study", "reference_code")

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import config, data, engine, models, runs, runtime
-from ..augment import MixedBatch
+from .. import config, data, models, runs, runtime
+from ..data.augment import MixedBatch
+from ..data.preprocess import Normalize
 from ..models.strong import TTA, init_whitening
-from ..preprocess import Normalize
+from . import engine
 
 NAME = "strong_cnn"
 

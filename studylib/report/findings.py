@@ -13,7 +13,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from . import config, reference, stats
+from .. import config
+from . import reference, stats
 
 
 def verdict(measured: Sequence[float], published_pct: float, margin_pts: float = 1.0) -> dict:

@@ -1,14 +1,14 @@
 """Tables and generated text the notebooks show, from finished runs and results: every number computed,
 none typed. Pure: nothing here trains, measures, loads a model or the dataset, or writes a file (imports:
 configuration, the reference's figures, statistics; a test checks it). What ensures runs is
-``studylib.experiments``, what measures models ``studylib.measure``, what writes results ``studylib.results``.
+``studylib.recipes.experiments``, what measures models ``studylib.measure``, what writes results ``studylib.report.results``.
 
     deviations_table("study", "reference_code")        # every setting where two recipes differ
     paired_tests([(name_a, runs_a, name_b, runs_b)])    # differences with intervals and McNemar tests
     grid_summary(grid)                                  # per cell: seeds, mean, interval, compute
     reconciliation(results.read_all(out, RECONCILED))   # every MobileNetV2 number the report prints
 
-The generated text (verdicts, findings, the bottom line) is ``studylib.findings``.
+The generated text (verdicts, findings, the bottom line) is ``studylib.report.findings``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import config, reference, stats
+from .. import config
+from . import reference, stats
 
 # The report's tables carry commands to run and citations of the reference's code: pandas' default
 # 50-character cell limit would cut them mid-word in every rendered notebook.

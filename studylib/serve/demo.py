@@ -1,13 +1,13 @@
 """The interactive demo of notebook 07: pick a CIFAR-10 example or upload an image, then compare
 every deployed study model on it (top-5 probabilities, prediction, measured inference time and,
-when studylib.gradcam is present, a Grad-CAM overlay).
+when studylib.measure.gradcam is present, a Grad-CAM overlay).
 
-    app = build("full")          # loads the deployed models once (studylib.deploy caches them)
+    app = build("full")          # loads the deployed models once (studylib.serve.deploy caches them)
     app.widget                   # display it in a notebook
     app.select_example(0); app.compare(); app.results    # what a click does, programmatically
 
 Every callback is guarded: bad input or a failing model shows a message in the widget, never a
-traceback in the kernel. Image decoding and the 32x32 preprocessing live in studylib.predict and
+traceback in the kernel. Image decoding and the 32x32 preprocessing live in studylib.serve.predict and
 are shared with the command line.
 """
 
@@ -25,10 +25,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from . import data, deploy, plots, predict
+from .. import data
+from ..report import plots
+from . import deploy, predict
 
 try:  # Grad-CAM is optional in the demo: the overlay is offered only when the module is there
-    from . import gradcam
+    from ..measure import gradcam
 except ImportError:  # pragma: no cover - depends on the checkout
     gradcam = None
 
@@ -151,7 +153,7 @@ def gradcam_maps(deployed: dict[str, deploy.Deployed], results: Sequence[predict
         if not r.ok:
             continue
         if gradcam is None:
-            cams[r.name] = "Grad-CAM is not available (studylib.gradcam missing)"
+            cams[r.name] = "Grad-CAM is not available (studylib.measure.gradcam missing)"
             continue
         try:
             cams[r.name] = gradcam.for_model(deployed[r.name].model, image[None])[0].numpy()
@@ -198,7 +200,7 @@ class Demo:
         self.compare_button.on_click(self._guard(lambda _b: self.compare()))
         self.gradcam_box = w.Checkbox(value=False, description="Grad-CAM overlay", indent=False,
                                       disabled=gradcam is None,
-                                      tooltip=None if gradcam else "studylib.gradcam is not available")
+                                      tooltip=None if gradcam else "studylib.measure.gradcam is not available")
         self.status = w.HTML("")
         self.status.add_class("study-demo-status")
         self.output = w.HTML("")
@@ -300,7 +302,7 @@ def examples_if_present(data_dir=None, per_class: int = 2) -> tuple[list[Example
 
 
 def build(profile: str = "full", *, data_dir=None, weights_dir=None, examples_per_class: int = 2) -> Demo:
-    """The demo over every study model of ``profile`` (loaded once per process by studylib.deploy; the rows
+    """The demo over every study model of ``profile`` (loaded once per process by studylib.serve.deploy; the rows
     ``runs/DEPLOYED.json`` lists load without CIFAR-10, and without it the gallery is replaced by a note)."""
     deployed = deploy.load_all(profile, data_dir=data_dir or None, weights_dir=weights_dir or None, indexed=True)
     examples, note = examples_if_present(data_dir, examples_per_class)

@@ -7,7 +7,7 @@ recipes' jobs. Nothing here is displayed; the tables and text are ``studylib.rep
     grid = grid_section("full"); budget = budget_section("full")   # notebooks 10 / 12
     curve = efficiency_curve("full")                      # notebook 09's curves, every kind of point
 
-    python -m studylib.experiments --profile full [--only rows seeds data_efficiency calibration resolution]
+    python -m studylib.recipes.experiments --profile full [--only rows seeds data_efficiency calibration resolution]
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import (calibration, config, deploy, features, findings, flops, measure, reference, report, runs, runtime, stats,
-               tuning, weights)
-from .models import backbones
-from .recipes import finetune, heads, scratch, strong
+from .. import config, measure, report, runs, runtime, weights
+from ..measure import calibration, flops
+from ..models import backbones
+from ..report import findings, reference, stats
+from ..serve import deploy
+from . import features, finetune, heads, scratch, strong, tuning
 
 
 def ensure_all(jobs: dict) -> dict:
@@ -81,7 +83,7 @@ def transfer_section(profile: str, *, data_dir=None, device: str = "auto", weigh
         try:
             job = heads.row_job(name, profile, "head", data_dir=data_dir, device=device, weights_dir=weights_dir)
         except weights.WeightsUnavailable as exc:
-            counts = deploy.architecture_counts(name)
+            counts = deploy.ROW[name].architecture_counts()
             rows.append({"model": deploy.LABELS[name], "status": deploy.NO_WEIGHTS, "reason": "; ".join(exc.reasons),
                          "reference (%)": r.get("test_acc_pct"), "trainable": counts["trainable"],
                          "total": counts["total"], "weights": report.WEIGHTS_NOTES[name]})

@@ -12,9 +12,9 @@ models), exactly as it was trained. Loading never trains: a missing run gives a 
 names the command that computes it.
 
 A run's folder is named by a hash of its key, and the keys hash the training images: to find a row's
-run without CIFAR-10 (``python -m studylib.predict`` on a machine without the dataset), the index
+run without CIFAR-10 (``python -m studylib.serve.predict`` on a machine without the dataset), the index
 ``runs/DEPLOYED.json`` names each row's shipped run ({profile: {row: {kind, name, id}}}); it is written
-by ``python -m studylib.deploy index`` on a machine with the dataset.
+by ``python -m studylib.serve.deploy index`` on a machine with the dataset.
 
 Every deployed run is self-describing: ``deployable.json`` beside its weights (written by the same command and
 listed in ``runs/MANIFEST.json``) names the registered builder and its arguments, where the state dict goes,
@@ -35,10 +35,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import artifacts, config, data, models, reference, runs, ship, weights
-from .models import backbones
-from .models.strong import TTA
-from .preprocess import Normalize
+from .. import artifacts, config, data, models, runs, ship, weights
+from ..data.preprocess import Normalize
+from ..models import backbones
+from ..models.strong import TTA
+from ..report import reference
 
 OK = "ok"
 NO_WEIGHTS = "not run: no pretrained weights"
@@ -76,6 +77,22 @@ class Row:
     def reference_key(self) -> str | None:
         """The reference's published row this row is compared with (study and reference-code rows alike)."""
         return self.model if self.model in reference.load_reference()["models"] else None
+
+    @property
+    def reference(self) -> dict | None:
+        """That published row (None: no such row)."""
+        return reference.load_reference()["models"].get(self.reference_key) if self.reference_key else None
+
+    def architecture_counts(self) -> dict:
+        """Trainable / total parameters of this row's architecture (no weights needed)."""
+        if self.scratch:
+            return models.count_params(models.build_model(self.model, **config.recipe(self.recipe)[self.model]))
+        if self.kind == "strong":
+            return models.count_params(models.build_model(self.model))
+        if self.kind == "finetune":
+            return models.count_params(backbones.build_transfer(self.model, init=None, frozen=False,
+                                                                size=config.grid("controlled")["size"]))
+        return models.count_params(backbones.build_transfer(self.model, init=None))
 
 
 ROWS: tuple[Row, ...] = (
@@ -158,7 +175,7 @@ def job(row: Row, profile: str, *, data_dir=None, device: str = "auto", weights_
     if row.best:
         raise ValueError(f"{row.key} is deployed from a selected finished run (deploy.select_run), not one job; "
                          f"train it with {BEST_COMMANDS[row.kind]!r}")
-    from .recipes import heads, scratch  # training code: only to key a run that the index does not list
+    from ..recipes import heads, scratch  # training code: only to key a run that the index does not list
 
     if row.scratch:
         return scratch.job(row.model, row.recipe, profile, data_dir=data_dir, device=device)
@@ -264,7 +281,7 @@ def build(desc: dict, state: dict, *, weights_dir=None) -> nn.Module:
     ``DescriptionError`` when the backbone found is another file than the one the head was trained on."""
     if desc.get("format") != DESCRIPTION_FORMAT:
         raise DescriptionError(f"deployable description format {desc.get('format')!r} is not {DESCRIPTION_FORMAT}; "
-                               "rewrite it with python -m studylib.deploy index")
+                               "rewrite it with python -m studylib.serve.deploy index")
     b, p = desc["builder"], desc["preprocess"]
     kwargs = dict(b["kwargs"])
     pre = Normalize(p["mean"], p["std"], p["size"], **(p["upscale"] or {}))
@@ -405,27 +422,8 @@ def load_all(profile: str = "full", *, data_dir=None, weights_dir=None, keys: tu
     return out
 
 
-def reference_row(key: str) -> dict | None:
-    """The reference's published row that study row ``key`` is compared with (None: no such row)."""
-    ref = ROW[key].reference_key
-    return reference.load_reference()["models"].get(ref) if ref else None
-
-
-def architecture_counts(key: str) -> dict:
-    """Trainable / total parameters of row ``key``'s architecture (no weights needed)."""
-    row = ROW[key]
-    if row.scratch:
-        return models.count_params(models.build_model(row.model, **config.recipe(row.recipe)[row.model]))
-    if row.kind == "strong":
-        return models.count_params(models.build_model(row.model))
-    if row.kind == "finetune":
-        return models.count_params(backbones.build_transfer(row.model, init=None, frozen=False,
-                                                            size=config.grid("controlled")["size"]))
-    return models.count_params(backbones.build_transfer(row.model, init=None))
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m studylib.deploy", description="The index of deployed runs.")
+    ap = argparse.ArgumentParser(prog="python -m studylib.serve.deploy", description="The index of deployed runs.")
     sub = ap.add_subparsers(dest="command", required=True)
     ix = sub.add_parser("index", help=f"write runs/{INDEX_FILE} (each row's shipped run) and each run's "
                                       f"{DESCRIPTION_FILE} (needs CIFAR-10)")

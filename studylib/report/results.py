@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import artifacts, config
+from .. import artifacts, config
 
 RESULTS_DIR = config.REPORTS_DIR / "results"
 
@@ -50,7 +50,7 @@ def read_all(out_dir: str | Path, names) -> dict[str, pd.DataFrame | None]:
 def save_predictions(out_dir: str | Path, name: str, finished_runs) -> None:
     """Every run's per-example test predictions in one compressed file ``<out_dir>/<name>.npz``: arrays
     ``<run id>/<field>``."""
-    from . import runs
+    from .. import runs
 
     arrays = {f"{r.id}/{k}": v for r in finished_runs for k, v in r.predictions().items()}
     runs.save_predictions(Path(out_dir) / f"{name}.npz", **arrays)
@@ -61,7 +61,7 @@ def write_evaluation_results(out_dir: str | Path, bench: pd.DataFrame, per_class
                              ev: dict) -> None:
     """Notebook 05's machine-readable results: benchmark.csv/.json, per_class.csv, int8.csv,
     reevaluation.csv and models/<row>.json (provenance of the run behind each row)."""
-    from . import runtime
+    from .. import runtime
 
     env = {**hw, "threads": ev["threads"], "profile": profile, "evaluation": ev,
            "ci_method": "Wilson score interval, 95%", "size_unit": "MB = 1e6 bytes of torch.save(state_dict)"}

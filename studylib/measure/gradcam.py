@@ -77,10 +77,10 @@ def vit_tokens_to_grid(x: torch.Tensor) -> torch.Tensor:
 
 
 def target_layer(model: nn.Module) -> tuple[nn.Module, Callable | None]:
-    """The layer Grad-CAM looks at in a deployed study model (studylib.deploy): the last
+    """The layer Grad-CAM looks at in a deployed study model (studylib.serve.deploy): the last
     convolutional block, or for the ViT the last encoder's first LayerNorm (its patch tokens still
     carry gradient: the block's output tokens other than the class token do not)."""
-    from .models import backbones, scratch, strong
+    from ..models import backbones, scratch, strong
 
     net = getattr(model, "net", None)
     if isinstance(net, scratch.CustomCNN):

@@ -1,14 +1,14 @@
-"""The study's models in a Gradio app: ``python -m studylib.app`` (needs the optional extra: pip install -e ".[app]").
+"""The study's models in a Gradio app: ``python -m studylib.serve.app`` (needs the optional extra: pip install -e ".[app]").
 
-    python -m studylib.app                          # http://127.0.0.1:7860, the full profile's deployed rows
-    python -m studylib.app --port 8000 --profile quick
+    python -m studylib.serve.app                          # http://127.0.0.1:7860, the full profile's deployed rows
+    python -m studylib.serve.app --port 8000 --profile quick
 
 Tab **Predict**: an image from upload, webcam or clipboard (or a CIFAR-10 example, when the dataset is here);
 one model or "compare all"; top-k; Grad-CAM overlays; test-time augmentation where a row offers it. Every image
 goes through the command line's loader (``predict.load_image``: the same checks and messages), the models load
-from ``runs/DEPLOYED.json`` and each run's description (``studylib.deploy``: no dataset, no training code), and
+from ``runs/DEPLOYED.json`` and each run's description (``studylib.serve.deploy``: no dataset, no training code), and
 the results table is the notebook demo's (``demo.results_html``). Tab **Benchmark**: the committed report's
-generated bottom line and benchmark table, read from ``reports/published/results/full/`` (``studylib.headline``).
+generated bottom line and benchmark table, read from ``reports/published/results/full/`` (``studylib.report.headline``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from . import config, data, demo, deploy, headline, plots, predict
+from .. import config, data
+from ..report import headline, plots
+from . import demo, deploy, predict
 
 ALL = "all"
 INSTALL = 'pip install -e ".[app]"'
@@ -129,7 +131,7 @@ def build(profile: str = "full", *, data_dir=None, weights_dir=None, examples_pe
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m studylib.app", description="The study's deployed models in a Gradio app.")
+    ap = argparse.ArgumentParser(prog="python -m studylib.serve.app", description="The study's deployed models in a Gradio app.")
     ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full",
                     help="which trained runs to load (default full)")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")

@@ -10,7 +10,8 @@ import os
 
 import torch
 
-from . import artifacts, config, data, deploy, measure, runtime, ship
+from .. import artifacts, config, data, measure, runtime, ship
+from ..serve import deploy
 
 
 def data_provenance(data_dir=None) -> dict:

@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import config, runtime, stats, timing
-from .report import WEIGHTS_NOTES
+from .. import config, runtime, timing
+from ..report import WEIGHTS_NOTES, stats
 
 # ---------------------------------------------------------------------------------------
 # Latency, throughput, size
@@ -75,7 +75,7 @@ def cpu_info() -> dict:
 def timings(model: nn.Module, images: torch.Tensor, ev: dict, *, key, force: bool = False) -> dict:
     """Batch-1 latency (median, p90) and throughput of a deployable model in fp32 and bf16 autocast,
     measured once per machine, settings and ``key`` (e.g. the run), then read back."""
-    from . import runs
+    from .. import runs
 
     env = cpu_info()
     machine = {"cpu": env["cpu"], "threads": ev["threads"], "torch": env["torch"], "evaluation": ev, "key": key}
@@ -357,7 +357,8 @@ def reevaluate(rows: dict, test, tolerance_pts: float, *, check_per_class: int |
     with its BatchNorms folded into the convolutions (fold_batchnorm; None: features.model_batch). Raises
     ReevaluationError naming each failing row and both figures. Returns (table, {row: predicted class of every test
     image})."""
-    from . import data, engine, features
+    from .. import data
+    from ..recipes import engine, features
 
     dev = runtime.resolve_device(device)
     idx = np.arange(len(test))
@@ -417,11 +418,12 @@ def reevaluate(rows: dict, test, tolerance_pts: float, *, check_per_class: int |
 def benchmark_table(rows: dict, preds: dict, test_labels, timings: dict) -> pd.DataFrame:
     """The benchmark table: one row per study row (ok or not), accuracy with its Wilson interval from the
     re-evaluated predictions (reevaluate), parameters, size, latency/throughput (``timings[row]``), reference figures."""
-    from . import deploy, evaluate, models
+    from .. import models
+    from . import evaluate
 
     recs = []
     for key, d in rows.items():
-        ref = deploy.reference_row(key)
+        ref = d.row.reference
         rec = {"key": key, "Model": d.label, "Recipe": config.RECIPES[d.row.recipe]["label"], "Strategy": d.strategy,
                "Status": d.status}
         if d.ok:
@@ -438,7 +440,7 @@ def benchmark_table(rows: dict, preds: dict, test_labels, timings: dict) -> pd.D
                         "Weights": (d.weights or {}).get("file"), "Run": d.run.id,
                         "Weights note": WEIGHTS_NOTES.get(d.row.model, "")})
         else:
-            counts = deploy.architecture_counts(key)
+            counts = d.row.architecture_counts()
             rec.update({"Trainable Params": counts["trainable"], "Total Params": counts["total"]})
         if ref:
             rec.update({"Reference Accuracy (%)": ref["test_acc_pct"], "Reference Trainable Params": ref["params_trainable"],
@@ -464,7 +466,9 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
     every row; dynamic INT8 (int8 linears) for the scratch rows (a transfer row's only linear is its head).
     Accuracy results are runs keyed by the deployed run, calibration and test images (shippable); latency is
     measured per machine."""
-    from . import data, engine, quantize, runs
+    from .. import data, runs
+    from ..recipes import engine
+    from . import quantize
 
     cfg = config.get_profile(profile)
     idx = np.arange(len(test))
@@ -485,7 +489,7 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
         # MobileNetV2: the stem and first three blocks stay float (fully quantized, the error appears at the first
         # stride-2 inverted-residual block and compounds: relative feature error 0.54-0.68 vs 0.05-0.08 with them
         # kept, measured at 224 px on the genuine weights); ONNX Runtime's INT8 also keeps EfficientNet-Lite0's first
-        # blocks float (studylib/quantize.py)
+        # blocks float (studylib/measure/quantize.py)
         keep, onnx_keep = quantize.keep_float(d.row.model)
         kept = {"int8 static": keep, INT8_ONNX: onnx_keep}  # per variant, the layers left float
         onnx = lambda images: OnnxModel(onnx_static_int8_model(d.model, images, keep_float_scopes=onnx_keep),  # noqa: E731

@@ -1,4 +1,4 @@
-"""Accuracy of the deployed study models under CIFAR-10-C-style corruptions (studylib.corruptions).
+"""Accuracy of the deployed study models under CIFAR-10-C-style corruptions (studylib.data.corruptions).
 
     rows = deploy.load_all(profile)
     table = robustness.evaluate_all(rows, profile)   # one row per model x corruption x severity (+ clean)
@@ -17,7 +17,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import artifacts, config, corruptions, data, engine, features, runs, runtime
+from .. import artifacts, config, data, runs, runtime
+from ..data import corruptions
+from ..recipes import engine, features
 
 ROBUSTNESS_VERSION = 1
 PRECISION = "bf16"   # autocast, as the study's feature extraction and training evaluation
@@ -83,10 +85,10 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv=None) -> None:
-    """``python -m studylib.robustness --profile full``: evaluate (or reuse) every deployed model."""
+    """``python -m studylib.measure.robustness --profile full``: evaluate (or reuse) every deployed model."""
     import argparse
 
-    from . import deploy
+    from ..serve import deploy
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")

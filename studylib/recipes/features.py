@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import artifacts, config, runs, runtime, timing
+from .. import artifacts, config, runs, runtime, timing
 
 FEATURES_VERSION = 1
 SHARD = 5000       # images per shard file: an interruption loses at most one shard of work

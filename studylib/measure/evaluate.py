@@ -1,6 +1,6 @@
 """Evaluation: metrics from a model's test logits or predicted classes (accuracy with its interval, per class,
 the most confident mistakes). Evaluation never trains; timing, ONNX and BatchNorm folding are in ``studylib.measure``,
-the interval and the confusion counts (numpy only, used by the report too) in ``studylib.stats``.
+the interval and the confusion counts (numpy only, used by the report too) in ``studylib.report.stats``.
 
     accuracy_with_ci(logits, labels)                 # accuracy with its Wilson 95% interval
     classification_report(logits, labels, classes)   # precision / recall / F1 per class
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .stats import confusion_matrix, wilson_interval
+from ..report.stats import confusion_matrix, wilson_interval
 
 # ---------------------------------------------------------------------------------------
 # Accuracy and its uncertainty

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from . import config
+from .. import config
 
 RESULTS_DIR = config.PROJ_ROOT / "benchmarks" / "results"
 

@@ -1,7 +1,7 @@
 """Copy the headline table from a rendered report's results into the README (never by hand).
 
-    python -m studylib.headline                 # rewrite README.md from reports/published/results/full
-    python -m studylib.headline --check         # exit 1 when README.md differs from the results
+    python -m studylib.report.headline                 # rewrite README.md from reports/published/results/full
+    python -m studylib.report.headline --check         # exit 1 when README.md differs from the results
 
 The table sits between two marker comments in README.md; everything else is left alone.
 """
@@ -14,7 +14,7 @@ import math
 import sys
 from pathlib import Path
 
-from . import artifacts, config
+from .. import artifacts, config
 
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
 DEFAULT_RESULTS = config.REPORTS_DIR / "published" / "results" / "full"  # <report>/results/<profile>
@@ -63,8 +63,8 @@ def table(results_dir: Path = DEFAULT_RESULTS) -> str:
         lines.append("")
     lines.append(f"Measured by the committed report's run ({env['profile']} profile; accuracy re-evaluated and latency "
                  f"timed on {env['cpu']}, {env['threads']} threads, torch {env['torch']}). Reference = the reference "
-                 "study's published figure (where each comes from: `studylib/reference.json`). Copied from "
-                 f"`{config.display_path(Path(results_dir) / 'benchmark.json')}` by `python -m studylib.headline`.")
+                 "study's published figure (where each comes from: `studylib/report/reference.json`). Copied from "
+                 f"`{config.display_path(Path(results_dir) / 'benchmark.json')}` by `python -m studylib.report.headline`.")
     return "\n".join(lines)
 
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     new = updated_readme(text, answer(args.results) + "\n" + table(args.results))
     if args.check:
         if new != text:
-            print(f"{args.readme} is out of date with {args.results}; run python -m studylib.headline", file=sys.stderr)
+            print(f"{args.readme} is out of date with {args.results}; run python -m studylib.report.headline", file=sys.stderr)
             return 1
         print(f"{args.readme} matches {args.results}")
         return 0

@@ -1,13 +1,13 @@
-"""Any image -> what every deployed study model predicts for it; also ``python -m studylib.predict``.
+"""Any image -> what every deployed study model predicts for it; also ``python -m studylib.serve.predict``.
 
     image, note = load_image("photo.jpg")          # uint8 (3, 32, 32) RGB + what was done to it
     results = predict_all(image, deploy.load_all("full", indexed=True))
     print(format_table(results))
 
-    python -m studylib.predict cat.jpg photos/ --model all --top 5      # folders are searched recursively
-    python -m studylib.predict photos/ --format json --output preds.json
-    python -m studylib.predict cat.jpg --time                            # + latency, after 10 warm-up passes
-    python -m studylib.predict --examples 1        # the demo's CIFAR-10 example images
+    python -m studylib.serve.predict cat.jpg photos/ --model all --top 5      # folders are searched recursively
+    python -m studylib.serve.predict photos/ --format json --output preds.json
+    python -m studylib.serve.predict cat.jpg --time                            # + latency, after 10 warm-up passes
+    python -m studylib.serve.predict --examples 1        # the demo's CIFAR-10 example images
 
 Exit codes: 0 every input predicted; 1 an input could not be read as an image; 2 a usage error (argparse);
 3 no deployed model; 4 CIFAR-10 needed but not found (``--examples``, or a row that ``runs/DEPLOYED.json``
@@ -23,7 +23,7 @@ converted to RGB, centre-cropped to a square and downsampled with area averaging
 antialiased) to 32x32 uint8 -- the resolution every study model was trained on. Each deployed
 model then does its own preprocessing exactly as in training (normalisation for the scratch
 models; bilinear upscale 32->224 and the backbone's ImageNet normalisation for the transfer
-models; see studylib.deploy).
+models; see studylib.serve.deploy).
 
 Bad input never raises anything but ``ImageError`` (a ValueError whose message says what was
 wrong and what to do): not an image, an empty or truncated file, a format outside
@@ -49,7 +49,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import artifacts, config, data, deploy, runs, weights
+from .. import artifacts, config, data, runs, weights
+from . import deploy
 
 # Formats the demo accepts (Pillow format names). Others are refused by name rather than
 # handed to one of Pillow's many rarer parsers.
@@ -453,7 +454,7 @@ def _csv(items: Sequence[Item], latency: dict[str, float] | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m studylib.predict",
+        prog="python -m studylib.serve.predict",
         description="Predict CIFAR-10 classes for images with the study's deployed models. Images are centre-cropped "
                     "and downsampled to 32x32 (the models' training resolution); folders are searched recursively.")
     ap.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders of images (searched recursively)")
@@ -496,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                                    indexed=True)
     except data.DataError as exc:
         return _no_data(f"a row not listed in runs/{deploy.INDEX_FILE} is found by its run key, which hashes the "
-                        "dataset; `python -m studylib.deploy index` lists the shipped rows, where the dataset is", exc)
+                        "dataset; `python -m studylib.serve.deploy index` lists the shipped rows, where the dataset is", exc)
     for d in deployed.values():
         if not d.ok:
             fix = (f" (get the weights: `{weights.fetch_command(d.row.model)}`)" if d.status == deploy.NO_WEIGHTS

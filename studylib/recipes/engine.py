@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import artifacts, models, runs, runtime
-from .augment import MixedBatch
+from .. import artifacts, models, runs, runtime
+from ..data.augment import MixedBatch
 
 # Bump when a change to the engine, the augmentation or a model changes results: it is part of
 # every training run's key, so old runs are not reused for new code.
