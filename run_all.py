@@ -475,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     add_dispatch_options(ap)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
+    os.environ.update(runtime.allocator_env())  # the notebooks' kernels and the executors' jobs start with it
     if args.json and not args.plan:
         raise SystemExit("--json prints the plan: use it with --plan")
     if args.wait and not args.executor:

@@ -29,6 +29,14 @@ baseline on another seed's batches (the seed-to-seed spread the fast path must s
     python -m benchmarks.bench_finetune                        # ~8 min on 2 cores
     python -m benchmarks.bench_finetune --check-steps 300      # + ~8 min: the numerics check (needs CIFAR-10)
     python -m benchmarks.bench_finetune --smoke                # seconds: 32 px, batch 8 (checks the script)
+    python -m benchmarks.bench_finetune --allocator --steps 40 --rounds 3   # glibc's allocator, default vs tuned
+    python -m benchmarks.bench_finetune --denormals --steps 6 --rounds 3    # denormal weights, kept vs flushed
+
+``--allocator``: the baseline and the recipe's step each under glibc's default allocator and the tuned one
+(runtime.ALLOCATOR_TUNABLES), one fresh process per measurement (glibc reads its tunables at start), interleaved.
+``--denormals``: the recipe's step on weights holding the denormal share measured in the random-init run at epoch
+10 (results/denormals-random-init-epoch10-2026-12-07.json), with denormals kept and flushed to zero
+(runtime.flush_denormals), beside fresh weights. Both are settings of the process, not of the recipe: same values.
 
 Writes benchmarks/results/finetune-<cpu>-<UTC date>.json ($BENCH_RESULTS_DIR overrides the folder).
 """
@@ -36,10 +44,16 @@ Writes benchmarks/results/finetune-<cpu>-<UTC date>.json ($BENCH_RESULTS_DIR ove
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -205,6 +219,110 @@ def check_numerics(args, size: int) -> dict:
             "seed_spread_max_gap": seed_gap, "within_seed_spread": fast_gap <= seed_gap}
 
 
+ALLOCATORS = ("default", "tuned")  # glibc's defaults; runtime.ALLOCATOR_TUNABLES (what the study's commands use)
+
+
+def child_rate(args, size: int) -> dict:
+    """``--child VARIANT``: that variant's images/s over ``--steps`` steps after 2 warm-up steps, in this process
+    (whose allocator its parent chose), with the page faults the timed steps took."""
+    import resource
+
+    v = next(v for v in variants(args.batch, False) if v.name == args.child)
+    images, labels = random_images(v.batch * (args.steps + 2))
+    s = Stepper(v, args.model, size, images, labels)
+    s.run(2)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    seconds = s.run(args.steps)
+    return {"images_per_s": args.steps * v.batch / seconds,
+            "page_faults_per_step": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.steps}
+
+
+def allocator_rounds(args, size: int) -> dict:
+    """The baseline and the recipe's step, each under glibc's default allocator and the tuned one: one fresh process
+    per measurement (glibc reads its tunables at start), interleaved over ``--rounds`` rounds so that drift treats
+    all alike; the median counts. Ratios against the baseline under the default allocator (today's step)."""
+    configs = [(name, alloc) for name in (BASELINE, CHOSEN) for alloc in ALLOCATORS]
+    got = {c: [] for c in configs}
+    base_env = {k: v for k, v in os.environ.items() if k != runtime.ALLOCATOR_ENV}
+    for r in range(args.rounds):
+        for name, alloc in configs:
+            env = {**base_env, **({runtime.ALLOCATOR_ENV: runtime.ALLOCATOR_TUNABLES} if alloc == "tuned" else {})}
+            argv = [sys.executable, "-m", "benchmarks.bench_finetune", "--child", name, "--model", args.model,
+                    "--size", str(size), "--batch", str(args.batch), "--steps", str(args.steps),
+                    "--threads", str(args.threads)]
+            out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True, cwd=config.PROJ_ROOT)
+            got[(name, alloc)].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"round {r + 1}: {name}, {alloc} allocator: {got[(name, alloc)][-1]['images_per_s']:.0f} images/s",
+                  flush=True)
+    base = statistics.median(m["images_per_s"] for m in got[(BASELINE, "default")])
+    rows = [{"variant": name, "allocator": alloc,
+             "images_per_s": statistics.median(m["images_per_s"] for m in got[(name, alloc)]),
+             "page_faults_per_step": statistics.median(m["page_faults_per_step"] for m in got[(name, alloc)]),
+             "rounds_images_per_s": [round(m["images_per_s"], 1) for m in got[(name, alloc)]]}
+            for name, alloc in configs]
+    for row in rows:
+        row["ratio_to_baseline"] = row["images_per_s"] / base
+    timing.print_table([{k: r[k] for k in ("variant", "allocator", "images_per_s", "ratio_to_baseline",
+                                           "page_faults_per_step")} for r in rows])
+    return {"tunables": runtime.ALLOCATOR_TUNABLES, "steps_per_process": args.steps, "rounds": args.rounds,
+            "rows": rows}
+
+
+DENORMALS_FILE = Path(__file__).parent / "results" / "denormals-random-init-epoch10-2026-12-07.json"
+
+
+@torch.no_grad()
+def inject_denormals(model: torch.nn.Module, opt: torch.optim.Optimizer, spec: dict) -> int:
+    """Give ``model`` the denormal share measured in the random-init run (``spec``: tensor name -> [denormals,
+    size]): in each listed tensor, that many of its smallest-magnitude entries become denormals of the same sign,
+    and so do Adam's first moments at the same places (a dead weight's moment decays with it). Returns how many."""
+    state = dict(model.state_dict(keep_vars=True))
+    gen = torch.Generator().manual_seed(0)
+    total = 0
+    for name, (count, size) in spec.items():
+        t = state.get(name)
+        if t is None or t.numel() != size:
+            raise SystemExit(f"{DENORMALS_FILE.name}: {name} of size {size} is not in this model; it describes "
+                             f"the controlled grid's MobileNetV2 (--model mobilenet_v2_float)")
+        flat = t.detach().view(-1)
+        idx = flat.abs().argsort()[:count]
+        tiny = torch.finfo(torch.float32).tiny * torch.empty(count).uniform_(0.05, 0.95, generator=gen)
+        flat[idx] = torch.where(flat[idx] < 0, -tiny, tiny)
+        moment = opt.state.get(t, {}).get("exp_avg") if isinstance(t, torch.nn.Parameter) else None
+        if moment is not None:
+            moment.view(-1)[idx] = tiny
+        total += count
+    return total
+
+
+def denormal_rounds(args, size: int) -> dict:
+    """The recipe's step on weights holding the denormal share of the random-init run at epoch 10, with denormals
+    kept (what it trained with) and flushed to zero (runtime.flush_denormals), beside the same step on fresh weights;
+    interleaved rounds, the denormals put back before each."""
+    spec = json.loads(DENORMALS_FILE.read_text())["model_tensors"]
+    images, labels = random_images(args.batch * 2 * max(args.steps, 2))
+    fresh = Stepper(Variant(CHOSEN, compile_bn=False, batch=args.batch), args.model, size, images, labels)
+    aged = Stepper(Variant(CHOSEN, compile_bn=False, batch=args.batch), args.model, size, images, labels)
+    for s in (fresh, aged):
+        s.run(2)  # warm-up; Adam's moments exist
+    rates = {"fresh weights": [], "denormals kept": [], "denormals flushed": []}
+    injected = 0
+    for _ in range(args.rounds):
+        rates["fresh weights"].append(args.steps * args.batch / fresh.run(args.steps))
+        for label, flush in (("denormals kept", False), ("denormals flushed", True)):
+            injected = inject_denormals(aged.model, aged.opt, spec)
+            with runtime.flush_denormals() if flush else contextlib.nullcontext():
+                rates[label].append(args.steps * args.batch / aged.run(args.steps))
+    rows = [{"state": k, "images_per_s": statistics.median(v), "rounds_images_per_s": [round(x, 1) for x in v]}
+            for k, v in rates.items()]
+    kept = rows[1]["images_per_s"]
+    for r in rows:
+        r["ratio_to_denormals_kept"] = r["images_per_s"] / kept
+    timing.print_table([{k: r[k] for k in ("state", "images_per_s", "ratio_to_denormals_kept")} for r in rows])
+    return {"source": DENORMALS_FILE.name, "denormals_injected": injected, "steps_per_round": args.steps,
+            "rounds": args.rounds, "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> None:
     g = config.grid("controlled")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -218,12 +336,39 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--check-steps", type=int, default=0, help="numerics check over this many steps (0: skip)")
     ap.add_argument("--data-dir", default=None, help="CIFAR-10 for --check-steps (default: $CIFAR10_DIR, data/)")
     ap.add_argument("--smoke", action="store_true", help="32 px, batch 8, 1 step, 1 round: checks the script only")
+    ap.add_argument("--allocator", action="store_true",
+                    help="only the allocator comparison: the baseline and the recipe's step under glibc's default "
+                         "and the tuned allocator, a fresh process each (use --steps 40 --rounds 3)")
+    ap.add_argument("--denormals", action="store_true",
+                    help="only the denormal comparison: the recipe's step on weights with the random-init run's "
+                         "denormals, kept and flushed to zero, beside fresh weights (use --steps 6 --rounds 3)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one variant's rate, as JSON (--allocator)
     args = ap.parse_args(argv)
     size = args.size
     if args.smoke:
         size, args.batch, args.steps, args.rounds = 32, 8, 1, 1
         args.check_steps = min(args.check_steps, 2)
     torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(child_rate(args, size)))
+        return
+    if args.denormals:
+        payload = {"smoke": args.smoke, "model": args.model, "size": size, "batch": args.batch, "threads": args.threads,
+                   "machine_load_note": runtime.check_machine_load("bench_finetune --denormals"),
+                   "denormals": denormal_rounds(args, size), "environment": runtime.environment()}
+        path = timing.write_results("finetune_denormals_smoke" if args.smoke else "finetune_denormals", payload,
+                                    limits={} if args.smoke else None)
+        print(f"\nwrote {path}")
+        return
+    if args.allocator:
+        limits = {} if args.smoke else None
+        payload = {"smoke": args.smoke, "model": args.model, "size": size, "batch": args.batch, "threads": args.threads,
+                   "machine_load_note": runtime.check_machine_load("bench_finetune --allocator"),
+                   "allocator": allocator_rounds(args, size), "environment": runtime.environment()}
+        path = timing.write_results("finetune_allocator_smoke" if args.smoke else "finetune_allocator", payload,
+                                    limits=limits)
+        print(f"\nwrote {path}")
+        return
     load_note = runtime.check_machine_load("bench_finetune")
     limits = timing.machine_limits(quick=args.smoke)
     print(f"{args.model} at {size} px, batch {args.batch}, {args.threads} threads, {runtime.environment()['cpu']}",

@@ -299,7 +299,7 @@ def dispatch_dir() -> Path:
 
 
 # Settings an executor job must see as the planning process did (SLURM exports the environment by default too).
-FORWARDED_ENV = ("STUDY_ARTIFACTS", "CIFAR10_DIR", "STUDY_WEIGHTS_DIR", "STUDY_WEIGHTS_OFFLINE")
+FORWARDED_ENV = ("STUDY_ARTIFACTS", "CIFAR10_DIR", "STUDY_WEIGHTS_DIR", "STUDY_WEIGHTS_OFFLINE", runtime.ALLOCATOR_ENV)
 
 
 @dataclass
@@ -315,7 +315,7 @@ class RunCommand:
 
 
 def _command_fn(item: Item) -> RunCommand:
-    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    env = {**runtime.allocator_env(), **{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
     env["STUDY_ARTIFACTS"] = str(config.artifacts_dir())
     return RunCommand(item.exec, env)
 
@@ -533,6 +533,8 @@ def follow(jobs: dict[str, Any], poll_s: float = 30.0) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """``train``: compute one plan item (what an executor job runs)."""
+    if argv is None:  # a command (not a call from Python): start with the allocator setting
+        runtime.restart_with_allocator()
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("action", choices=("train",))
     ap.add_argument("item", help="<kind>/<run id>, as the plan lists it")

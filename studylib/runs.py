@@ -77,10 +77,6 @@ def named_mode(name: str, wait: bool = True) -> Mode:
     return Mode(use_shipped=use_shipped, train=train, wait=wait)
 
 
-def mode_name(m: Mode) -> str:
-    return next(k for k, v in MODES.items() if v == (m.use_shipped, m.train))
-
-
 _mode = Mode()
 
 

@@ -5,6 +5,7 @@ count of benchmarks.timing. Each subprocess takes well under a minute on 2 cores
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from benchmarks import timing
-from studylib import config, weights
+from studylib import config, runtime, weights
 
 SHARED = config.PROJ_ROOT.parent / "shared"
 WEIGHTS_DIR = os.environ.get(weights.WEIGHTS_DIR_ENV) or str(SHARED / "weights")
@@ -132,3 +133,42 @@ def test_bench_batch_smoke_times_each_path_against_batch_64(tmp_path):
         if stage.startswith("reevaluate"):  # fp32: the batch size changes no logit the study records
             assert mine[4]["max_abs_diff_vs_64"] < 1e-4
     assert list(store.iterdir()) == []
+
+
+def test_bench_finetune_allocator_smoke_compares_both_steps_under_both_allocators(tmp_path):
+    record, _ = run_benchmark("bench_finetune", ["--allocator", "--smoke", "--threads", "1"], tmp_path)
+    assert record["name"] == "finetune_allocator_smoke"
+    a = record["allocator"]
+    assert a["tunables"] == runtime.ALLOCATOR_TUNABLES and a["rounds"] == 1
+    assert {(r["variant"], r["allocator"]) for r in a["rows"]} == {(v, alloc) for v in ("baseline", "fp32")
+                                                                   for alloc in ("default", "tuned")}
+    base = next(r for r in a["rows"] if (r["variant"], r["allocator"]) == ("baseline", "default"))
+    assert base["ratio_to_baseline"] == 1.0
+    assert all(positive(r["images_per_s"]) and r["page_faults_per_step"] >= 0 for r in a["rows"])
+
+
+def test_the_allocator_setting_is_given_to_training_processes_and_recorded(monkeypatch):
+    monkeypatch.delenv(runtime.ALLOCATOR_ENV, raising=False)
+    expected = {runtime.ALLOCATOR_ENV: runtime.ALLOCATOR_TUNABLES} if platform.libc_ver()[0] == "glibc" else {}
+    assert runtime.allocator_env() == expected
+    assert runtime.environment()["allocator"] == "default"
+    monkeypatch.setenv(runtime.ALLOCATOR_ENV, "glibc.malloc.arena_max=2")  # the user's own choice is kept
+    assert runtime.allocator_env() == {} and runtime.environment()["allocator"] == "glibc.malloc.arena_max=2"
+    # a command started without it restarts once with it: the child sees the setting and restarts no more
+    monkeypatch.delenv(runtime.ALLOCATOR_ENV)
+    code = ("import os, sys; from studylib import runtime; print('start', flush=True); "
+            "runtime.restart_with_allocator(); print(os.environ.get(runtime.ALLOCATOR_ENV))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=config.PROJ_ROOT, capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    if expected:
+        assert out == ["start", "start", runtime.ALLOCATOR_TUNABLES]
+    else:
+        assert out == ["start", "None"]
+
+
+def test_bench_finetune_denormals_smoke_times_kept_against_flushed(tmp_path):
+    record, _ = run_benchmark("bench_finetune", ["--denormals", "--smoke", "--threads", "1"], tmp_path)
+    d = record["denormals"]
+    assert record["name"] == "finetune_denormals_smoke" and d["denormals_injected"] > 600_000
+    assert [r["state"] for r in d["rows"]] == ["fresh weights", "denormals kept", "denormals flushed"]
+    assert all(positive(r["images_per_s"]) for r in d["rows"]) and d["rows"][1]["ratio_to_denormals_kept"] == 1.0

@@ -69,3 +69,18 @@ def test_a_failing_compile_falls_back_to_eager_and_says_so(monkeypatch, capsys):
     assert "torch.compile failed (RuntimeError: no C++ compiler found)" in capsys.readouterr().out
     assert path.describe()["bn_act"] == "eager (compile failed: RuntimeError: no C++ compiler found)"
     copy.deepcopy(path.describe())  # JSON-able for the run's metrics
+
+
+def test_denormals_are_flushed_inside_the_block_only_and_nesting_keeps_it_on():
+    from studylib import runtime
+
+    tiny = torch.full((4,), 1e-39)  # a denormal: below torch.finfo(torch.float32).tiny
+    assert (tiny * 1.0 != 0).all()
+    with runtime.flush_denormals() as on:
+        if not on:
+            pytest.skip("this CPU cannot flush denormals")
+        assert (tiny * 1.0 == 0).all()
+        with runtime.flush_denormals():
+            pass
+        assert (tiny * 1.0 == 0).all()  # the inner block's end leaves the outer one's setting
+    assert (tiny * 1.0 != 0).all()

@@ -195,6 +195,7 @@ def test_fit_writes_a_run_and_is_repeatable(artifact_root, tmp_path, monkeypatch
     assert list(h.lr) == pytest.approx([1e-2 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)])
     m = a.metrics
     assert m["test_n"] == 32 and m["steps"] == 4 * 3 and m["params_total"] == 3 * 64 * 16 + 16 + 170
+    assert m["flush_denormal"] is torch.set_flush_denormal(False)  # trained with denormals flushed where the CPU can
     p = a.predictions()
     assert set(p) == {"index", "y", "pred", "p_true", "p_pred"} and len(p["pred"]) == 32
     assert m["test_acc"] == pytest.approx(float((p["pred"] == p["y"]).mean()))

@@ -40,7 +40,7 @@ def measure_latency(model: nn.Module, example: torch.Tensor, *, threads: int = 2
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     model.eval()
-    with num_threads(threads), _precision_context(precision):
+    with num_threads(threads), _precision_context(precision), runtime.flush_denormals():
         t = 1000 * np.asarray(timing.time_call(lambda: model(example), warmup=warmup, repeats=runs)["all_s"])
     return {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "mean_ms": float(t.mean()),
             "min_ms": float(t.min()), "runs": runs, "warmup": warmup, "threads": threads,
@@ -52,7 +52,7 @@ def measure_throughput(model: nn.Module, batch: torch.Tensor, *, threads: int = 
                        precision: str = "fp32") -> dict:
     """Images per second of ``model`` on ``batch`` (one untimed warm-up call, then ``runs`` timed)."""
     model.eval()
-    with num_threads(threads), _precision_context(precision):
+    with num_threads(threads), _precision_context(precision), runtime.flush_denormals():
         images_per_s = timing.rate(lambda: model(batch), len(batch), warmup=1, repeats=runs)
     return {"images_per_s": images_per_s, "batch": len(batch), "runs": runs, "threads": threads,
             "precision": precision}
@@ -78,7 +78,8 @@ def timings(model: nn.Module, images: torch.Tensor, ev: dict, *, key, force: boo
     from .. import runs
 
     env = cpu_info()
-    machine = {"cpu": env["cpu"], "threads": ev["threads"], "torch": env["torch"], "evaluation": ev, "key": key}
+    machine = {"cpu": env["cpu"], "threads": ev["threads"], "torch": env["torch"], "evaluation": ev, "key": key,
+               "flush_denormal": True}  # denormal weights (the fine-tuned rows hold thousands) take a slow path
 
     def measure() -> dict:
         out = {}

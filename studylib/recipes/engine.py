@@ -185,7 +185,16 @@ def fit(run: runs.Run, model: nn.Module, plan: Plan, *, test_labels: torch.Tenso
     ``history.csv`` and ``metrics.json``. The caller decides reuse (``run.ensure``).
 
     ``test_labels`` are the labels of what ``plan.evaluate`` predicts; ``eval_name`` names that split in
-    the metrics and history ("test", or "val" for a held-out validation split)."""
+    the metrics and history ("test", or "val" for a held-out validation split). Denormals are flushed to zero
+    while it trains (``runtime.flush_denormals``; recorded as ``flush_denormal``): a speed setting, not in the key."""
+    with runtime.flush_denormals() as flushed:
+        return _fit(run, model, plan, test_labels=test_labels, train_n=train_n, device=device, precision=precision,
+                    channels_last=channels_last, save_weights=save_weights, progress=progress,
+                    extra_metrics=extra_metrics, eval_name=eval_name, flushed=flushed)
+
+
+def _fit(run, model, plan, *, test_labels, train_n, device, precision, channels_last, save_weights, progress,
+         extra_metrics, eval_name, flushed: bool) -> TrainResult:
     dev = runtime.resolve_device(device)
     model.to(dev)
     if channels_last:
@@ -238,7 +247,7 @@ def fit(run: runs.Run, model: nn.Module, plan: Plan, *, test_labels: torch.Tenso
         f"{eval_name}_n": len(test_labels), "train_n": train_n, "epochs": plan.epochs, "steps": step,
         "params_total": counts["total"], "params_trainable": counts["trainable"],
         "train_seconds": float(hist.seconds.sum()) if len(hist) else 0.0,
-        "device": str(dev), "precision": precision, **plan.meta,
+        "device": str(dev), "precision": precision, "flush_denormal": flushed, **plan.meta,
         **(extra_metrics(test_logits) if extra_metrics else {}),
     }
     weights = save_weights(model) if save_weights else model.state_dict()

@@ -437,6 +437,8 @@ def lr_searches(profile: str, *, data_dir=None, device: str = "auto") -> pd.Data
 # ---------------------------------------------------------------------------------------
 def main(argv=None) -> None:
     """Train (or reuse) the transfer rows and every probe of notebooks 03 and 09-11 (the heads on frozen features)."""
+    if argv is None:  # a command (not a call from Python): start with the allocator setting
+        runtime.restart_with_allocator()
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
     ap.add_argument("--device", default="auto")

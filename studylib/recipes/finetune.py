@@ -328,6 +328,8 @@ def table(jobs: dict) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     """Train (or reuse) the controlled grid: probes, learning-rate search, end-to-end cells, data efficiency."""
+    if argv is None:  # a command (not a call from Python): start with the allocator setting
+        runtime.restart_with_allocator()
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
     ap.add_argument("--device", default="auto")

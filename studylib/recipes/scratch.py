@@ -112,6 +112,8 @@ def load(run: runs.Run) -> models.Normalized:
 
 def main(argv: list[str] | None = None) -> None:
     """Train (or reuse) scratch models outside the notebooks, e.g. on a GPU machine."""
+    if argv is None:  # a command (not a call from Python): start with the allocator setting
+        runtime.restart_with_allocator()
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("models", nargs="+", choices=MODELS)
     ap.add_argument("--recipe", choices=RECIPES, default="study")

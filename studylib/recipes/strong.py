@@ -175,6 +175,8 @@ def load(run: runs.Run) -> models.Normalized:
 
 def main(argv=None) -> None:
     """Train (or reuse) strong-recipe runs: ``--seeds 0 1 2 [--per-class 10 100]``."""
+    if argv is None:  # a command (not a call from Python): start with the allocator setting
+        runtime.restart_with_allocator()
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
     ap.add_argument("--device", default="auto")

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .. import artifacts, config, data, runs, weights
+from .. import artifacts, config, data, runs, runtime, weights
 from . import deploy
 
 # Formats the demo accepts (Pillow format names). Others are refused by name rather than
@@ -236,7 +236,7 @@ def latency_ms(model: torch.nn.Module, image: torch.Tensor, *, warmup: int = WAR
         raise ValueError(f"latency needs at least {WARMUP} warm-up passes and 1 timed pass, got {warmup} and {repeats}")
     x = image.unsqueeze(0)
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), runtime.flush_denormals():  # as the benchmark table times it
         for _ in range(warmup):
             model(x)
         for _ in range(repeats):
@@ -249,7 +249,7 @@ def latency_ms(model: torch.nn.Module, image: torch.Tensor, *, warmup: int = WAR
 def latency_note(warmup: int = WARMUP, repeats: int = TIMED) -> str:
     """How ``latency_ms`` measured, for every output that shows a latency."""
     return (f"latency: median of {repeats} single-image fp32 forward passes after {warmup} warm-up passes, "
-            f"{torch.get_num_threads()} CPU thread(s), torch {torch.__version__}")
+            f"{torch.get_num_threads()} CPU thread(s), denormals flushed to zero, torch {torch.__version__}")
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -276,7 +276,7 @@ def predict_batch(images: torch.Tensor, deployed: dict[str, deploy.Deployed], cl
         if d.ok:
             try:
                 model = d.tta_model() if use_tta else d.model
-                with torch.inference_mode():
+                with torch.inference_mode(), runtime.flush_denormals():  # denormal weights: the CPU's slow path
                     probs = torch.cat([torch.softmax(model(images[i:i + batch_size]).float(), dim=1)
                                        for i in range(0, len(images), batch_size)])
                 p, idx = probs.topk(k, dim=1)
