@@ -22,8 +22,9 @@ MAX_SHIPPED_FILE = 1_000_000  # bytes: a small output (metrics, history, predict
 # deployed scratch rows (~23 MB of weights); the reference-code recipe's rows (issue 14) are deployed rows too and
 # add 22.7 MB, so every deployed row's weights now take 62.5 MB on their own. The fair grid (issue 26) re-trains the
 # ImageNet fine-tuning cell with today's recipe: its weights (9.2 MB) sit beside the first grid's, whose numbers stay
-# checkable (and which git history keeps anyway): 85 MB.
-SHIPPED_BUDGET = 85_000_000
+# checkable (and which git history keeps anyway): 85 MB. Its second random-init cell and the L-BFGS probes at every
+# data size (predictions only) took it past that: 90 MB.
+SHIPPED_BUDGET = 90_000_000
 
 
 def manifest_path() -> Path:
