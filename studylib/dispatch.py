@@ -21,9 +21,7 @@ every head of a profile. Job states and logs live under ``<store>/dispatch/`` (`
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import shlex
 import subprocess
@@ -533,19 +531,13 @@ def follow(jobs: dict[str, Any], poll_s: float = 30.0) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """``train``: compute one plan item (what an executor job runs)."""
-    if argv is None:  # a command (not a call from Python): start with the allocator setting
-        runtime.restart_with_allocator()
-    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap = runs.command_parser(main.__doc__, argv)
     ap.add_argument("action", choices=("train",))
     ap.add_argument("item", help="<kind>/<run id>, as the plan lists it")
     ap.add_argument("--notebook", required=True, help="the notebook number whose jobs hold it, e.g. 02")
-    ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
-    ap.add_argument("--device", default="auto")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--weights-dir", default=None)
-    runs.add_mode_options(ap)
-    args = ap.parse_args(argv)
-    runs.apply_mode_options(args)
+    args = runs.parse_command(ap, argv)
     t0 = time.perf_counter()
     run = train_item(args.item, args.notebook, args.profile, retrain=args.retrain, data_dir=args.data_dir,
                      device=args.device, weights_dir=args.weights_dir)

@@ -20,7 +20,7 @@ New runs are always written to the store; shipped runs are written only by ``stu
 What a process may do with runs is its **mode** (``Mode``: read the shipped runs or not, train a missing run or
 only name its command, wait for a run another process holds or skip it), set explicitly where the process
 starts: notebooks from their declared parameters (``studylib.nb.setup``, which ``run_all.py`` fills), the command
-lines from their flags (``runs.add_mode_options``). Nothing reads it from the environment.
+lines from their flags (``runs.command_parser``). Nothing reads it from the environment.
 """
 
 from __future__ import annotations
@@ -101,16 +101,29 @@ def mode(**changes: bool) -> Iterator[Mode]:
         set_mode(**asdict(old))
 
 
-def add_mode_options(ap) -> None:
-    """The mode as command-line flags (the recipes' and the dispatcher's commands); ``apply_mode_options`` sets it."""
+def command_parser(description: str, argv: list[str] | None):
+    """The start of every command that computes runs (the recipes' and the dispatcher's): started as a command
+    (``argv`` None), it restarts itself with the allocator setting (``runtime.restart_with_allocator``); its parser
+    has ``--profile``, ``--device`` and the mode's flags, which ``parse_command`` applies."""
+    import argparse
+
+    if argv is None:
+        runtime.restart_with_allocator()
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
+    ap.add_argument("--device", default="auto")
     ap.add_argument("--retrain", action="store_true",
                     help="shipped runs (runs/) do not count as finished: train into the artifact store")
     ap.add_argument("--no-wait", action="store_true",
                     help="a run another process is computing is skipped (and said so) instead of waited for")
+    return ap
 
 
-def apply_mode_options(args) -> Mode:
-    return set_mode(use_shipped=not args.retrain, wait=not args.no_wait)
+def parse_command(ap, argv: list[str] | None):
+    """``ap``'s arguments, with this process's mode set from them."""
+    args = ap.parse_args(argv)
+    set_mode(use_shipped=not args.retrain, wait=not args.no_wait)
+    return args
 
 
 def use_shipped() -> bool:

@@ -309,3 +309,12 @@ def test_shipped_files_name_no_machine_path():
     for p in files:
         walk(json.loads(p.read_text()), p.relative_to(config.PROJ_ROOT).as_posix())
     assert not leaks, f"{len(leaks)} absolute paths in shipped files, e.g. {leaks[:3]}"
+
+
+def test_a_command_sets_its_mode_from_its_flags(monkeypatch):
+    set_run_mode(monkeypatch)  # restored after the test
+    args = runs.parse_command(runs.command_parser("a recipe", []), ["--retrain", "--no-wait", "--profile", "quick"])
+    assert (args.profile, args.device) == ("quick", "auto")
+    assert runs.current_mode() == runs.Mode(use_shipped=False, train=True, wait=False)
+    runs.parse_command(runs.command_parser("a recipe", []), [])
+    assert runs.current_mode() == runs.Mode()

@@ -45,7 +45,8 @@ def test_predict_every_row_as_json_without_the_dataset_or_the_training_code(tmp_
     (tmp_path / "photo.png").write_bytes(good_inputs()["rgb.png"])
     out = run_python(f"""
         import json, sys
-        from studylib import data, predict
+        from studylib import data
+        from studylib.serve import predict
 
         def missing(*args, **kw):
             raise data.DataError("no dataset on this machine (test)")

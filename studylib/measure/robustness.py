@@ -86,16 +86,9 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     """``python -m studylib.measure.robustness --profile full``: evaluate (or reuse) every deployed model."""
-    import argparse
-
     from ..serve import deploy
 
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
-    ap.add_argument("--device", default="cpu")
-    runs.add_mode_options(ap)
-    args = ap.parse_args(argv)
-    runs.apply_mode_options(args)
+    args = runs.parse_command(runs.command_parser(main.__doc__, argv), argv)
     table, skipped = evaluate_all(deploy.load_all(args.profile), args.profile, device=args.device)
     print(summarize(table))
     print("skipped:", skipped)

@@ -12,7 +12,6 @@ recipes' jobs. Nothing here is displayed; the tables and text are ``studylib.rep
 
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import pandas as pd
@@ -437,16 +436,10 @@ def lr_searches(profile: str, *, data_dir=None, device: str = "auto") -> pd.Data
 # ---------------------------------------------------------------------------------------
 def main(argv=None) -> None:
     """Train (or reuse) the transfer rows and every probe of notebooks 03 and 09-11 (the heads on frozen features)."""
-    if argv is None:  # a command (not a call from Python): start with the allocator setting
-        runtime.restart_with_allocator()
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
-    ap.add_argument("--device", default="auto")
+    ap = runs.command_parser(main.__doc__, argv)
     ap.add_argument("--only", nargs="*", choices=("rows", "seeds", "data_efficiency", "calibration", "resolution"),
                     default=("rows", "seeds", "data_efficiency", "calibration", "resolution"))
-    runs.add_mode_options(ap)
-    args = ap.parse_args(argv)
-    runs.apply_mode_options(args)
+    args = runs.parse_command(ap, argv)
     if "rows" in args.only:
         for name in backbones.TRANSFER_MODELS:
             for recipe in ("head", "head_reference_code"):

@@ -20,7 +20,6 @@ named in the bottom line. Grid values: ``config.EXPERIMENTS["controlled"]``.
 
 from __future__ import annotations
 
-import argparse
 
 import pandas as pd
 import torch
@@ -328,11 +327,7 @@ def table(jobs: dict) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     """Train (or reuse) the controlled grid: probes, learning-rate search, end-to-end cells, data efficiency."""
-    if argv is None:  # a command (not a call from Python): start with the allocator setting
-        runtime.restart_with_allocator()
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
-    ap.add_argument("--device", default="auto")
+    ap = runs.command_parser(main.__doc__, argv)
     ap.add_argument("--only", nargs="*", choices=("probe", "lr", "finetune", "efficiency", "budget"),
                     default=("probe", "lr", "finetune", "efficiency", "budget"))
     ap.add_argument("--inits", nargs="*", choices=INITS, default=list(INITS))
@@ -343,9 +338,7 @@ def main(argv=None) -> None:
                     help="with --only probe: the earlier-block probes (must be the grid's probe_block)")
     ap.add_argument("--epochs", type=int, nargs="*", default=None,
                     help="training budget: only these epoch counts (default: the grid's budget_epochs)")
-    runs.add_mode_options(ap)
-    args = ap.parse_args(argv)
-    runs.apply_mode_options(args)
+    args = runs.parse_command(ap, argv)
     g = config.grid("controlled", args.profile)
     if args.block is not None and args.block != g["probe_block"]:
         ap.error(f"--block {args.block}: the grid probes block {g['probe_block']} (config probe_block)")

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 
@@ -112,21 +111,15 @@ def load(run: runs.Run) -> models.Normalized:
 
 def main(argv: list[str] | None = None) -> None:
     """Train (or reuse) scratch models outside the notebooks, e.g. on a GPU machine."""
-    if argv is None:  # a command (not a call from Python): start with the allocator setting
-        runtime.restart_with_allocator()
-    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap = runs.command_parser(main.__doc__, argv)
     ap.add_argument("models", nargs="+", choices=MODELS)
     ap.add_argument("--recipe", choices=RECIPES, default="study")
-    ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
     ap.add_argument("--seed", type=int, nargs="*", default=[None], help="default: the recipe's seed")
     ap.add_argument("--per-class", type=int, nargs="*", default=[None], help="data-efficiency points (images per class)")
     ap.add_argument("--min-epoch-images", type=int, default=0)
-    ap.add_argument("--device", default="auto")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--force", action="store_true")
-    runs.add_mode_options(ap)
-    args = ap.parse_args(argv)
-    runs.apply_mode_options(args)
+    args = runs.parse_command(ap, argv)
     for name in args.models:
         for seed, per_class in [(s, p) for s in args.seed for p in args.per_class]:
             j = job(name, args.recipe, args.profile, seed=seed, per_class=per_class,

@@ -15,7 +15,6 @@ own network (``models/strong.py``), optimiser, schedule and augmentation, inside
 
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import torch
@@ -175,18 +174,12 @@ def load(run: runs.Run) -> models.Normalized:
 
 def main(argv=None) -> None:
     """Train (or reuse) strong-recipe runs: ``--seeds 0 1 2 [--per-class 10 100]``."""
-    if argv is None:  # a command (not a call from Python): start with the allocator setting
-        runtime.restart_with_allocator()
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
-    ap.add_argument("--device", default="auto")
+    ap = runs.command_parser(main.__doc__, argv)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--per-class", type=int, nargs="*", default=[], help="data-efficiency points (images per class)")
     ap.add_argument("--min-epoch-images", type=int, default=None, help="default: the grid's")
     ap.add_argument("--force", action="store_true")
-    runs.add_mode_options(ap)
-    args = ap.parse_args(argv)
-    runs.apply_mode_options(args)
+    args = runs.parse_command(ap, argv)
     mei = args.min_epoch_images if args.min_epoch_images is not None else config.grid("strong", args.profile)[
         "min_epoch_images"]
     for seed in args.seeds:
