@@ -337,24 +337,45 @@ def test_shipped_learning_rate_searches_choose_an_interior_rate(init, real_data_
     pytest.fail(f"the {init} search chose {choice['lr']:.0e}, not interior ({choice}); extend lr_max_extensions")
 
 
+def test_a_tie_that_reaches_the_grid_edge_extends_the_search():
+    from studylib.recipes import tuning
+
+    scores = {1e-4: 0.1, 1e-3: 0.2, 1e-2: 0.3, 1e-1: 0.3, 3e-1: 0.3, 1.0: 0.25}
+    t = tuning.extend_until_interior([1e-4, 1e-3, 1e-2, 1e-1], lambda v: {"val_acc": scores[v]}, column="l2",
+                                     max_extensions=4)
+    assert list(t.l2) == [1e-4, 1e-3, 1e-2, 1e-1, 3e-1, 1.0]  # past the tie at the top, until a worse value
+    assert tuning.choice(t, "l2") == {"l2": 1e-2, "interior": False, "edge": None}
+    assert tuning.plateau_edge(t, "l2") is None
+
+
 def test_shipped_probes_choose_an_interior_l2_or_stop_on_a_plateau():
-    """Every shipped L-BFGS probe's L2 strength: interior (a measured, worse neighbour on each side), or at an edge
-    only where its neighbour ties it (the rule stops there: validation accuracy is flat, e.g. the 96-feature
-    block-14 ImageNet probe, 75.1% from 1e-6 to 3e-6), never at an edge the search could still have moved."""
+    """Every shipped L-BFGS probe's L2 strength: interior (a measured, worse neighbour on each side), or on a plateau
+    of values that tie it (validation accuracy flat, e.g. the 96-feature block-14 ImageNet probe, 75.1% from 1e-6
+    to 3e-6) that the search could not move past: inside the grid, or at an edge once the search had used all its
+    extensions. Never at an edge the search could still have moved."""
     import json
+
+    import pandas as pd
+
+    from studylib.recipes import tuning
+
     probes = sorted((config.SHIPPED_RUNS_DIR / "full" / "lbfgs_probe").glob("*/metrics.json"))
     if not probes:
         pytest.skip("no L-BFGS probe shipped yet")
+    r = config.recipe("lbfgs_probe")
     for path in probes:
         m = json.loads(path.read_text())
-        if m["l2_interior"]:
+        search = pd.DataFrame(m["l2_search"])
+        c, plateau = tuning.choice(search, "l2"), tuning.plateau_edge(search, "l2")
+        assert c["l2"] == m["l2"], path.parent.name
+        if c["interior"]:
             continue
-        search = sorted(m["l2_search"], key=lambda r: r["l2"])
-        at = [r["l2"] for r in search].index(m["l2"])
-        neighbour = search[at + 1] if m["l2_edge"] == "bottom" else search[at - 1]
-        best = max(r["val_acc"] for r in search)
-        assert m["l2_edge"] in ("bottom", "top") and neighbour["val_acc"] == best, (
-            f"{path.parent.name}: L2 {m['l2']:g} at the {m['l2_edge']} edge with a worse neighbour: extend the probe's grid")
+        edge = c["edge"] or plateau
+        exhausted = len(search) - len(r["l2_start"]) >= r["max_extensions"]
+        flat = plateau is not None and len(search.val_acc.nlargest(2).unique()) == 1
+        assert edge is None or (exhausted and flat), (
+            f"{path.parent.name}: L2 {m['l2']:g} with a tie reaching the {edge} edge of its grid and extensions left: "
+            "the search stopped where it could still move")
 
 
 def test_earlier_block_probes_are_keyed_apart_from_the_whole_backbone(real_data_dir, monkeypatch):

@@ -30,18 +30,37 @@ def choice(table: pd.DataFrame, column: str, score: str = SCORE) -> dict:
     {column: value, "interior": both neighbours measured and worse, "edge": "top" | "bottom" | None}."""
     if table.empty:
         return {column: None, "interior": False, "edge": None}
-    t = table.sort_values(column, ignore_index=True)
-    best = int(t.sort_values([score, column], ascending=[False, True]).index[0])
+    t, best = _best(table, column, score)
     edge = "bottom" if best == 0 else "top" if best == len(t) - 1 else None
     interior = edge is None and t[score][best - 1] < t[score][best] and t[score][best + 1] < t[score][best]
     return {column: float(t[column][best]), "interior": bool(interior), "edge": edge}
 
 
+def plateau_edge(table: pd.DataFrame, column: str, score: str = SCORE) -> str | None:
+    """The grid edge ("top" | "bottom") that the values tying the best reach, or None: a best that ties its
+    neighbour is not interior, and where its plateau reaches an edge the search could still move past it."""
+    if table.empty:
+        return None
+    t, best = _best(table, column, score)
+    lo = hi = best
+    while lo > 0 and t[score][lo - 1] == t[score][best]:
+        lo -= 1
+    while hi < len(t) - 1 and t[score][hi + 1] == t[score][best]:
+        hi += 1
+    return "bottom" if lo == 0 else "top" if hi == len(t) - 1 else None
+
+
+def _best(table: pd.DataFrame, column: str, score: str) -> tuple[pd.DataFrame, int]:
+    t = table.sort_values(column, ignore_index=True)
+    return t, int(t.sort_values([score, column], ascending=[False, True]).index[0])
+
+
 def extend_until_interior(start: Sequence[float], measure: Callable[[float], dict | None], *, column: str,
                           max_extensions: int, score: str = SCORE) -> pd.DataFrame:
     """``measure(value)`` (a row with ``score``; None when that value has not been measured and may not be
-    now) for each value of ``start``, then one half-decade past the best's edge at a time, until the best is
-    interior, it sits beside a tie, or ``max_extensions`` values were added. Where a round has a None, the
+    now) for each value of ``start``, then one half-decade past the edge that the best (or a value tying it) sits
+    at, one at a time, until the best is interior, its tie is inside the grid, or ``max_extensions`` values were
+    added. Where a round has a None, the
     search stops after that round (every value of the round is still asked for, so a planner sees them all):
     the table is the search as far as it has run, and ``table.attrs["complete"]`` is False (``complete``).
     Rows sorted by ``column``."""
@@ -58,9 +77,10 @@ def extend_until_interior(start: Sequence[float], measure: Callable[[float], dic
         if missing:
             return _table(rows, column, complete=False)
         c = choice(pd.DataFrame(rows), column, score)
-        if c["interior"] or c["edge"] is None or len(grid) - len(start) >= max_extensions:
+        edge = c["edge"] or plateau_edge(pd.DataFrame(rows), column, score)  # the best, or a value tying it
+        if c["interior"] or edge is None or len(grid) - len(start) >= max_extensions:
             return _table(rows, column, complete=True)
-        grid = sorted([*grid, next_value(c[column], up=c["edge"] == "top")])
+        grid = sorted([*grid, next_value(max(grid) if edge == "top" else min(grid), up=edge == "top")])
 
 
 def _table(rows: list[dict], column: str, *, complete: bool) -> pd.DataFrame:
