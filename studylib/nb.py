@@ -11,13 +11,15 @@ how it was rendered, and nothing reaches the kernel through the environment.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from . import runs
 
 
 def setup(mode: str = "train", wait: bool = True) -> runs.Mode:
     """Set this kernel's run mode; returns it."""
     m = runs.named_mode(mode, wait)
-    runs.set_mode(use_shipped=m.use_shipped, train=m.train, wait=m.wait)
+    runs.set_mode(**asdict(m))
     return m
 
 

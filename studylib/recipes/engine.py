@@ -188,72 +188,65 @@ def fit(run: runs.Run, model: nn.Module, plan: Plan, *, test_labels: torch.Tenso
     the metrics and history ("test", or "val" for a held-out validation split). Denormals are flushed to zero
     while it trains (``runtime.flush_denormals``; recorded as ``flush_denormal``): a speed setting, not in the key."""
     with runtime.flush_denormals() as flushed:
-        return _fit(run, model, plan, test_labels=test_labels, train_n=train_n, device=device, precision=precision,
-                    channels_last=channels_last, save_weights=save_weights, progress=progress,
-                    extra_metrics=extra_metrics, eval_name=eval_name, flushed=flushed)
+        dev = runtime.resolve_device(device)
+        model.to(dev)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        history: list[dict] = []
+        start_epoch, step = 0, 0
+        ckpt_path = run.folder / "checkpoint.pt"
+        if ckpt_path.exists():
+            ckpt = torch.load(ckpt_path, map_location=dev, weights_only=False)
+            model.load_state_dict(ckpt["model"])
+            plan.optimizer.load_state_dict(ckpt["optimizer"])
+            if plan.scheduler is not None:
+                plan.scheduler.load_state_dict(ckpt["scheduler"])
+            if plan.load_state:
+                plan.load_state(ckpt["extra"])
+            history, start_epoch, step = ckpt["history"], ckpt["epoch"] + 1, ckpt["step"]
+            print(f"resuming {run.id} after epoch {start_epoch}/{plan.epochs}", flush=True)
+        if progress is None:
+            progress = sys.stderr.isatty()
 
+        test_logits = None
+        for epoch in range(start_epoch, plan.epochs):
+            t0 = time.perf_counter()
+            lr_now = plan.optimizer.param_groups[-1]["lr"]
+            row, step = train_one_epoch(model, plan, epoch, device=dev, precision=precision,
+                                        channels_last=channels_last, step=step, progress=progress)
+            row = {"epoch": epoch + 1, **row}
+            if plan.eval_every_epoch:
+                test_logits = plan.evaluate()
+                row.update({f"{eval_name}_loss": F.cross_entropy(test_logits, test_labels).item(),
+                            f"{eval_name}_acc": (test_logits.argmax(1) == test_labels).float().mean().item()})
+            row.update(lr=lr_now, seconds=time.perf_counter() - t0)
+            history.append(row)
+            artifacts.torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": plan.optimizer.state_dict(),
+                                             "scheduler": plan.scheduler.state_dict() if plan.scheduler else None,
+                                             "extra": plan.state() if plan.state else None, "epoch": epoch,
+                                             "step": step, "history": history})
+            print(progress_line(row, plan.epochs, history, eval_name), flush=True)
 
-def _fit(run, model, plan, *, test_labels, train_n, device, precision, channels_last, save_weights, progress,
-         extra_metrics, eval_name, flushed: bool) -> TrainResult:
-    dev = runtime.resolve_device(device)
-    model.to(dev)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    history: list[dict] = []
-    start_epoch, step = 0, 0
-    ckpt_path = run.folder / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        plan.optimizer.load_state_dict(ckpt["optimizer"])
-        if plan.scheduler is not None:
-            plan.scheduler.load_state_dict(ckpt["scheduler"])
-        if plan.load_state:
-            plan.load_state(ckpt["extra"])
-        history, start_epoch, step = ckpt["history"], ckpt["epoch"] + 1, ckpt["step"]
-        print(f"resuming {run.id} after epoch {start_epoch}/{plan.epochs}", flush=True)
-    if progress is None:
-        progress = sys.stderr.isatty()
-
-    test_logits = None
-    for epoch in range(start_epoch, plan.epochs):
-        t0 = time.perf_counter()
-        lr_now = plan.optimizer.param_groups[-1]["lr"]
-        row, step = train_one_epoch(model, plan, epoch, device=dev, precision=precision, channels_last=channels_last,
-                                    step=step, progress=progress)
-        row = {"epoch": epoch + 1, **row}
-        if plan.eval_every_epoch:
+        if plan.finalize:
+            plan.finalize()
+        if plan.final_evaluate:
+            test_logits = plan.final_evaluate()
+        elif test_logits is None or plan.finalize or not plan.eval_every_epoch:
             test_logits = plan.evaluate()
-            row.update({f"{eval_name}_loss": F.cross_entropy(test_logits, test_labels).item(),
-                        f"{eval_name}_acc": (test_logits.argmax(1) == test_labels).float().mean().item()})
-        row.update(lr=lr_now, seconds=time.perf_counter() - t0)
-        history.append(row)
-        artifacts.torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": plan.optimizer.state_dict(),
-                                         "scheduler": plan.scheduler.state_dict() if plan.scheduler else None,
-                                         "extra": plan.state() if plan.state else None, "epoch": epoch,
-                                         "step": step, "history": history})
-        print(progress_line(row, plan.epochs, history, eval_name), flush=True)
-
-    if plan.finalize:
-        plan.finalize()
-    if plan.final_evaluate:
-        test_logits = plan.final_evaluate()
-    elif test_logits is None or plan.finalize or not plan.eval_every_epoch:
-        test_logits = plan.evaluate()
-    hist = pd.DataFrame(history)
-    counts = models.count_params(model)
-    metrics = {
-        f"{eval_name}_acc": (test_logits.argmax(1) == test_labels).float().mean().item(),
-        f"{eval_name}_n": len(test_labels), "train_n": train_n, "epochs": plan.epochs, "steps": step,
-        "params_total": counts["total"], "params_trainable": counts["trainable"],
-        "train_seconds": float(hist.seconds.sum()) if len(hist) else 0.0,
-        "device": str(dev), "precision": precision, "flush_denormal": flushed, **plan.meta,
-        **(extra_metrics(test_logits) if extra_metrics else {}),
-    }
-    weights = save_weights(model) if save_weights else model.state_dict()
-    run.finish(metrics, history=hist, predictions=runs.predictions_from_logits(test_logits, test_labels),
-               files={runs.WEIGHTS_FILE: {k: v.detach().cpu() for k, v in weights.items()}})
-    return TrainResult(run, model, hist, test_logits)
+        hist = pd.DataFrame(history)
+        counts = models.count_params(model)
+        metrics = {
+            f"{eval_name}_acc": (test_logits.argmax(1) == test_labels).float().mean().item(),
+            f"{eval_name}_n": len(test_labels), "train_n": train_n, "epochs": plan.epochs, "steps": step,
+            "params_total": counts["total"], "params_trainable": counts["trainable"],
+            "train_seconds": float(hist.seconds.sum()) if len(hist) else 0.0,
+            "device": str(dev), "precision": precision, "flush_denormal": flushed, **plan.meta,
+            **(extra_metrics(test_logits) if extra_metrics else {}),
+        }
+        weights = save_weights(model) if save_weights else model.state_dict()
+        run.finish(metrics, history=hist, predictions=runs.predictions_from_logits(test_logits, test_labels),
+                   files={runs.WEIGHTS_FILE: {k: v.detach().cpu() for k, v in weights.items()}})
+        return TrainResult(run, model, hist, test_logits)
 
 
 def progress_line(row: dict, epochs: int, history: list[dict], eval_name: str = "test") -> str:

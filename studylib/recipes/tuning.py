@@ -60,10 +60,9 @@ def extend_until_interior(start: Sequence[float], measure: Callable[[float], dic
     """``measure(value)`` (a row with ``score``; None when that value has not been measured and may not be
     now) for each value of ``start``, then one half-decade past the edge that the best (or a value tying it) sits
     at, one at a time, until the best is interior, its tie is inside the grid, or ``max_extensions`` values were
-    added. Where a round has a None, the
-    search stops after that round (every value of the round is still asked for, so a planner sees them all):
-    the table is the search as far as it has run, and ``table.attrs["complete"]`` is False (``complete``).
-    Rows sorted by ``column``."""
+    added. Where a round has a None, the search stops after that round (every value of the round is still asked
+    for, so a planner sees them all): the table is the search as far as it has run, and ``table.attrs["complete"]``
+    is False (``complete``). Rows sorted by ``column``."""
     grid, rows, tried = sorted(start), [], set()
     while True:
         missing = False
@@ -76,8 +75,9 @@ def extend_until_interior(start: Sequence[float], measure: Callable[[float], dic
             rows.append({column: v, **row})
         if missing:
             return _table(rows, column, complete=False)
-        c = choice(pd.DataFrame(rows), column, score)
-        edge = c["edge"] or plateau_edge(pd.DataFrame(rows), column, score)  # the best, or a value tying it
+        table = pd.DataFrame(rows)
+        c = choice(table, column, score)
+        edge = c["edge"] or plateau_edge(table, column, score)  # the best, or a value tying it
         if c["interior"] or edge is None or len(grid) - len(start) >= max_extensions:
             return _table(rows, column, complete=True)
         grid = sorted([*grid, next_value(max(grid) if edge == "top" else min(grid), up=edge == "top")])
