@@ -39,6 +39,9 @@ import torch
 from . import artifacts, config, runtime
 
 MARKER = "metrics.json"
+# Bump when a change to the engine, the augmentation or a model changes results: it is part of every training run's
+# key (studylib.recipes), so old runs are not reused for new code; deploy finds runs of this version.
+ENGINE_VERSION = 2
 # One owner per run: a lease beside the run folder (``<folder>.lock``), taken while the run is computed.
 # filelock's SoftFileLease, because the store may sit on NFS shared by a cluster's nodes: it is an O_EXCL marker
 # file (atomic on NFSv3+), where flock/fcntl locks are emulated or unsupported on many NFS mounts. A marker is not

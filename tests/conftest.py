@@ -69,6 +69,7 @@ def quick_store(real_data_dir, tmp_path_factory) -> Path:
     weights are left out, as notebook 03 leaves them out."""
     import torch
 
+    from studylib.recipes import experiments
     from studylib.serve import deploy
     from studylib import models, runs, weights
 
@@ -81,7 +82,7 @@ def quick_store(real_data_dir, tmp_path_factory) -> Path:
             if row.best:
                 continue  # below: their runs are found by what their keys record, not by one job
             try:
-                job = deploy.job(row, "quick", data_dir=real_data_dir)
+                job = experiments.row_job(row, "quick", data_dir=real_data_dir)
             except weights.WeightsUnavailable:
                 continue
             torch.manual_seed(0)

@@ -152,7 +152,7 @@ def test_best_rows_are_found_without_their_training_job():
         row = deploy.ROW[key]
         assert row.best and row.strategy and row.architecture_counts()["total"] > 0
         with pytest.raises(ValueError, match="select"):
-            deploy.job(row, "full")
+            deploy.reference_run(row, "full")
         if key in INDEX:
             assert deploy.select_run(row, "full").id == INDEX[key]["id"]
     run = deploy.select_run(deploy.ROW["mobilenet_v2_finetuned"], "full")
@@ -160,3 +160,49 @@ def test_best_rows_are_found_without_their_training_job():
         m = run.metrics
         assert m["init"] == "imagenet" and m["seed"] == 0 and run.key["subset"]["per_class"] is None
         assert run.key["recipe"]["epochs"] == config.recipe("finetune")["epochs"]
+
+
+def test_reference_rows_are_found_by_their_keys_contents_as_their_jobs_key_them(quick_models, real_data_dir):
+    """deploy.find_run (no dataset, no training code) finds the very run each reference row's training job keys, and
+    the command a missing row names is that job's."""
+    from studylib.recipes import experiments, scratch
+
+    assert deploy.SCRATCH_MODELS == scratch.MODELS
+    checked = 0
+    for row in deploy.ROWS:
+        if row.best:
+            continue
+        try:
+            job = experiments.row_job(row, "quick", data_dir=real_data_dir)
+        except weights.WeightsUnavailable:
+            continue
+        assert row.command("quick") == job.command
+        if job.run.done:  # quick_store finished it
+            assert deploy.find_run(row, "quick").id == job.run.id
+            checked += 1
+    assert checked >= 4  # the four scratch rows at least
+
+
+def test_reference_run_needs_todays_recipe_and_engine(artifact_root, monkeypatch):
+    """A finished run whose key records another recipe setting or engine version than today's is not the row's."""
+    from conftest import set_run_mode
+
+    set_run_mode(monkeypatch, use_shipped=False)
+    row = deploy.ROW["custom_cnn"]
+    recipe = {k: v for k, v in config.recipe("study", "quick").items() if k not in ("label", "vit_small")}
+
+    def finished(**changes) -> runs.Run:
+        key = {"model": "custom_cnn", "engine": runs.ENGINE_VERSION, "data": {"train": "t", "test": "e"},
+               "recipe": recipe, **changes}
+        run = runs.Run("scratch", "custom_cnn", key, "quick")
+        run.finish({"model": "custom_cnn", "test_acc": 0.1}, files={runs.WEIGHTS_FILE: {}})
+        return run
+
+    assert deploy.reference_run(row, "quick") is None
+    finished(recipe={**recipe, "epochs": recipe["epochs"] + 1})
+    finished(engine=runs.ENGINE_VERSION - 1)
+    finished(subset={"per_class": 100, "subset_seed": 42, "repeats": 1})
+    assert deploy.reference_run(row, "quick") is None
+    today = finished()
+    assert deploy.reference_run(row, "quick").id == today.id
+    assert deploy.reference_run(deploy.ROW["custom_cnn_refcode"], "quick") is None

@@ -287,8 +287,8 @@ def test_gradcam_unused_layer_is_a_clear_error():
 
 # --- deploy ------------------------------------------------------------------------------------
 def test_deploy_missing_run_names_the_command(artifact_root, real_data_dir):
-    row = deploy.load("custom_cnn_refcode", "quick", data_dir=real_data_dir)
-    assert not row.ok and row.model is None and row.run is not None and not row.run.done
+    row = deploy.load("custom_cnn_refcode", "quick")
+    assert not row.ok and row.model is None and row.run is None
     assert "02_scratch_cnn" in row.status and "--recipe reference_code --profile quick" in row.status
 
 
@@ -300,14 +300,14 @@ def test_deploy_loads_the_finished_run_of_its_recipe(artifact_root, real_data_di
     net = models.build_model("custom_cnn", linear_init="normal_0.01").eval()
     job.run.finish({"model": "custom_cnn", "recipe": "reference_code", "seed": 42, "test_acc": 0.1},
                    files={"model.pt": net.state_dict()})
-    row = deploy.load("custom_cnn_refcode", "quick", data_dir=real_data_dir)
+    row = deploy.load("custom_cnn_refcode", "quick")
     assert row.ok and row.label == "Custom CNN (reference code)" and row.strategy == "from scratch"
     x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     std = config.RECIPES["reference_code"]["normalize"]["std"]
     expected = net(((x.float() / 255) - torch.tensor(config.CIFAR10_MEAN).view(1, 3, 1, 1))
                    / torch.tensor(std).view(1, 3, 1, 1))
     assert torch.allclose(row.model(x), expected, atol=1e-5)  # the reference code's std, inside the deployed model
-    assert not deploy.load("custom_cnn", "quick", data_dir=real_data_dir).ok  # the other recipe's row is not it
+    assert not deploy.load("custom_cnn", "quick").ok  # the other recipe's row is not it
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_b0", "efficientnet_lite0"])

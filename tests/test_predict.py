@@ -1,5 +1,6 @@
 """studylib.serve.predict: any image file -> the 32x32 model input (bad input refused clearly), predictions, the CLI."""
 
+import json
 import re
 import time
 
@@ -276,21 +277,37 @@ def test_cli_predicts_without_the_dataset_from_the_deployed_index(no_dataset, tm
     assert "Custom CNN (study recipe)" in out and all(c in out for c in data.CLASSES)  # the package's class names
 
 
-def test_cli_exit_code_when_the_dataset_is_needed(no_dataset, tmp_path, capsys, monkeypatch):
+def test_cli_finds_a_row_the_index_does_not_list_without_the_dataset(no_dataset, tmp_path, monkeypatch):
+    """A row's run is found by what its key records (deploy.find_run): no CIFAR-10 needed, index or not."""
+    if "custom_cnn" not in deploy.read_index("full"):
+        pytest.skip("runs/DEPLOYED.json does not list the Custom CNN")
+    indexed = deploy.read_index("full")["custom_cnn"]["id"]
     (tmp_path / "ok.png").write_bytes(GOOD["rgb.png"])
     monkeypatch.setattr(deploy, "read_index", lambda profile: {})  # a row the index does not list
-    assert predict.main([str(tmp_path / "ok.png"), "--model", "custom_cnn"]) == predict.EXIT_NO_DATA == 4
+    assert predict.main([str(tmp_path / "ok.png"), "--model", "custom_cnn", "--format", "json",
+                         "--output", str(tmp_path / "out.json")]) == 0
+    (row,) = json.loads((tmp_path / "out.json").read_text())["models"]
+    assert row["status"] == deploy.OK and row["run"] == indexed
+
+
+def test_cli_exit_code_when_the_dataset_is_needed(no_dataset, capsys):
+    assert predict.main(["--examples", "1"]) == predict.EXIT_NO_DATA == 4
     err = capsys.readouterr().err
-    assert "CIFAR-10 is needed (a row not listed in runs/DEPLOYED.json" in err and "$CIFAR10_DIR" in err
+    assert "CIFAR-10 is needed (--examples shows CIFAR-10 test images" in err and "$CIFAR10_DIR" in err
     assert predict.EXIT_NO_DATA not in (1, 3)  # the README's codes for an unreadable input and no model
 
 
 def test_deployed_index_is_current(real_data_dir):
-    """runs/DEPLOYED.json names the run each scratch row's key gives today (refresh: python -m studylib.serve.deploy index)."""
+    """runs/DEPLOYED.json names the run each reference row's training job keys today, which is the run deploy finds
+    by what keys record (refresh: python -m studylib.serve.deploy index)."""
+    from studylib.recipes import experiments
+
     index = deploy.read_index("full")
-    for key in ("custom_cnn", "vit_small"):
+    for key in ("custom_cnn", "custom_cnn_refcode", "vit_small", "vit_small_refcode"):
         if key in index:
-            assert deploy.job(deploy.ROW[key], "full", data_dir=real_data_dir).run.id == index[key]["id"]
+            row = deploy.ROW[key]
+            assert experiments.row_job(row, "full", data_dir=real_data_dir).run.id == index[key]["id"]
+            assert deploy.reference_run(row, "full").id == index[key]["id"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -55,12 +55,22 @@ ORCHESTRATION = {"dispatch", "nb", "estimate"}  # the foundation's modules that 
 SECTIONS = {"recipes/experiments.py"}  # the notebooks' sections: ensure runs, then measure and tabulate them
 
 
+def _imports(tree: ast.AST):
+    """Every import statement of a module, those inside its functions included (a lazy import is an import), except
+    inside a command's entry point ``main``, which assembles the stages as the orchestration modules do."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif not (isinstance(node, ast.FunctionDef) and node.name == "main"):
+            yield from _imports(node)
+
+
 def _imported_stages(path) -> set[str]:
-    """The stage folders a module under studylib/ loads when it is imported (module-level imports)."""
+    """The stage folders a module under studylib/ imports anywhere but in its ``main``."""
     rel = path.relative_to(config.PROJ_ROOT / "studylib").with_suffix("").parts
     package = ["studylib", *rel[:-1]] if rel[-1] != "__init__" else ["studylib", *rel[:-1]]
     out = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in _imports(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[:len(package) - node.level + 1]

@@ -29,9 +29,6 @@ from tqdm.auto import tqdm
 from .. import artifacts, models, runs, runtime
 from ..data.augment import MixedBatch
 
-# Bump when a change to the engine, the augmentation or a model changes results: it is part of
-# every training run's key, so old runs are not reused for new code.
-ENGINE_VERSION = 2
 EVAL_BATCH = 500  # images per forward pass at evaluation (memory only; results do not depend on it)
 
 

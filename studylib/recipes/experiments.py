@@ -34,6 +34,18 @@ def ensure_all(jobs: dict) -> dict:
 # ---------------------------------------------------------------------------------------
 # Notebooks 02 / 04 (scratch), 03 (transfer), 08 (strong recipe)
 # ---------------------------------------------------------------------------------------
+def row_job(row: deploy.Row, profile: str, *, data_dir=None, device: str = "auto", weights_dir=None) -> runs.Job:
+    """The training job of a reference row of the benchmark table (a scratch model, a frozen-backbone head); raises
+    ``weights.WeightsUnavailable`` for a head without ImageNet weights. Keying it reads CIFAR-10; loading the row
+    (``deploy.find_run``) needs neither the dataset nor this module."""
+    if row.best:
+        raise ValueError(f"{row.key} is deployed from a selected finished run (deploy.select_run), not one job; "
+                         f"train it with {row.command(profile)!r}")
+    if row.scratch:
+        return scratch.job(row.model, row.recipe, profile, data_dir=data_dir, device=device)
+    return heads.row_job(row.model, profile, row.recipe, data_dir=data_dir, device=device, weights_dir=weights_dir)
+
+
 def finished_seeds(name: str, recipe: str, profile: str) -> list:
     """Every finished full-data scratch run of ``name`` under ``recipe`` (all seeds), as Runs."""
     t = runs.table(profile, "scratch", name, **{"recipe.name": recipe, "subset.per_class": None})
@@ -120,7 +132,7 @@ def calibration_section(profile: str, *, data_dir=None, device: str = "auto") ->
     g = config.grid("calibration", profile)
     cal = pd.DataFrame(calibration_runs(profile, data_dir=data_dir, device=device))
     scratch_rows = []
-    runs_ = {deploy.LABELS[k]: deploy.job(deploy.ROW[k], profile, data_dir=data_dir).run
+    runs_ = {deploy.LABELS[k]: row_job(deploy.ROW[k], profile, data_dir=data_dir).run
              for k in ("custom_cnn", "custom_cnn_refcode", "vit_small", "vit_small_refcode")}
     runs_["strong recipe (no TTA)"] = strong.job(profile, data_dir=data_dir).run
     for label, run in runs_.items():

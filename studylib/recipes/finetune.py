@@ -106,7 +106,7 @@ def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float 
     weights_key = None
     if init == "imagenet":
         weights_key = backbones.build_transfer(backbone, size=size).provenance["sha256"]
-    key = {"model": backbone, "engine": engine.ENGINE_VERSION, "init": init, "size": size, "weights_sha256": weights_key,
+    key = {"model": backbone, "engine": runs.ENGINE_VERSION, "init": init, "size": size, "weights_sha256": weights_key,
            "recipe": {k: v for k, v in r.items() if k != "label"},
            "subset": subset, "data": {"train": data.split_key(fit_split), "eval": data.split_key(eval_split)}}
     run = runs.Run("finetune", backbone, key, profile)

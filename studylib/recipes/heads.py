@@ -195,7 +195,7 @@ def random_init_backbone(name: str, *, size: int, seed: int, bn_images: torch.Te
 # ---------------------------------------------------------------------------------------
 def head_key(feats: Features, r: dict, *, per_class, val_fraction, min_epoch_images: int, subset_seed: int) -> dict:
     hashes = feats.key_hashes()
-    return {"model": feats.name, "engine": engine.ENGINE_VERSION, "size": feats.size,
+    return {"model": feats.name, "engine": runs.ENGINE_VERSION, "size": feats.size,
             "weights_sha256": features.weights_id(feats.model),
             "recipe": {k: v for k, v in r.items() if k != "label"},
             "subset": {"per_class": per_class, "val_fraction": val_fraction, "min_epoch_images": min_epoch_images,

@@ -44,7 +44,7 @@ def run_key(name: str, r: dict, train: data.CifarSplit, test: data.CifarSplit, s
     """Everything that determines a scratch run's result (the device does not)."""
     other = [m for m in MODELS if m != name]
     recipe = {k: v for k, v in r.items() if k not in ("label", *other)}
-    return {"model": name, "engine": engine.ENGINE_VERSION, "recipe": recipe,
+    return {"model": name, "engine": runs.ENGINE_VERSION, "recipe": recipe,
             "data": {"train": data.split_key(train), "test": data.split_key(test)}, **({"subset": subset} if subset else {})}
 
 

@@ -77,7 +77,7 @@ def job(profile: str = "full", *, seed: int | None = None, per_class: int | None
     train, test = data.load_profile_data(cfg, data_dir)
     sub = data.training_subset(train.labels, per_class, cfg["subset_seed"], min_epoch_images=min_epoch_images)
     idx, per_class, reps = sub.indices, sub.per_class, sub.repeats
-    key = {"model": NAME, "engine": engine.ENGINE_VERSION, "recipe": {k: v for k, v in h.items() if k != "label"},
+    key = {"model": NAME, "engine": runs.ENGINE_VERSION, "recipe": {k: v for k, v in h.items() if k != "label"},
            "data": {"train": data.split_key(train), "test": data.split_key(test)},
            "subset": {"per_class": per_class, "subset_seed": cfg["subset_seed"], "repeats": reps}}
     run = runs.Run("strong", NAME, key, profile)

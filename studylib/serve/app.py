@@ -92,7 +92,7 @@ def build(profile: str = "full", *, data_dir=None, weights_dir=None, examples_pe
     """The Gradio Blocks of the app (not launched)."""
     import gradio as gr
 
-    deployed = deploy.load_all(profile, data_dir=data_dir, weights_dir=weights_dir, indexed=True)
+    deployed = deploy.load_all(profile, weights_dir=weights_dir, indexed=True)
     ok = {k: d for k, d in deployed.items() if d.ok}
     choices = [("Compare all deployed models", ALL)] + [(d.label, k) for k, d in ok.items()]
     tta_rows = [d.label for d in ok.values() if d.tta_level is not None]

@@ -304,7 +304,7 @@ def examples_if_present(data_dir=None, per_class: int = 2) -> tuple[list[Example
 def build(profile: str = "full", *, data_dir=None, weights_dir=None, examples_per_class: int = 2) -> Demo:
     """The demo over every study model of ``profile`` (loaded once per process by studylib.serve.deploy; the rows
     ``runs/DEPLOYED.json`` lists load without CIFAR-10, and without it the gallery is replaced by a note)."""
-    deployed = deploy.load_all(profile, data_dir=data_dir or None, weights_dir=weights_dir or None, indexed=True)
+    deployed = deploy.load_all(profile, weights_dir=weights_dir or None, indexed=True)
     examples, note = examples_if_present(data_dir, examples_per_class)
     app = Demo(deployed, data.CLASSES, examples, profile)
     if note:

@@ -11,18 +11,19 @@ Every deployed model takes CIFAR-sized uint8 RGB images and does its own preproc
 models), exactly as it was trained. Loading never trains: a missing run gives a status that
 names the command that computes it.
 
-A run's folder is named by a hash of its key, and the keys hash the training images: to find a row's
-run without CIFAR-10 (``python -m studylib.serve.predict`` on a machine without the dataset), the index
-``runs/DEPLOYED.json`` names each row's shipped run ({profile: {row: {kind, name, id}}}); it is written
-by ``python -m studylib.serve.deploy index`` on a machine with the dataset.
+A run's folder is named by a hash of its key, and the keys hash the training images; a row's run is found without
+CIFAR-10 by what its key records (``find_run``: the row's model and recipe, today's settings and engine, every training
+image). The index ``runs/DEPLOYED.json`` pins each row's shipped run ({profile: {row: {kind, name, id}}}) for the
+demo, the app and the command line; ``python -m studylib.serve.deploy index`` writes it.
 
 Every deployed run is self-describing: ``deployable.json`` beside its weights (written by the same command and
 listed in ``runs/MANIFEST.json``) names the registered builder and its arguments, where the state dict goes,
 the preprocessing (input size, mean/std, upscale), the class names, the ImageNet weights a head was trained on
 (by content hash) and the test-time augmentation a run offers. Loading reads that description (``build``);
 a run without one (a run in the artifact store) is described from its own key and metrics (``describe``).
-This module never imports the training code (``studylib.recipes``): only finding a reference row's run by its
-key does (``job``), which needs CIFAR-10 anyway.
+This module never imports the training code (``studylib.recipes``): a row whose run the index does not name is
+found by what its run's key records (``reference_run``, ``select_run``); the training job that computes a row's run
+is ``studylib.recipes.experiments.row_job``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from ..report import reference
 
 OK = "ok"
 NO_WEIGHTS = "not run: no pretrained weights"
+SCRATCH_MODELS = ("custom_cnn", "vit_small")  # the reference's scratch models (studylib.recipes.scratch.MODELS)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class Row:
     @property
     def scratch(self) -> bool:
         """The reference's scratch models (Custom CNN, ViT-Small) under a scratch recipe."""
-        return self.model in ("custom_cnn", "vit_small")
+        return self.model in SCRATCH_MODELS
 
     @property
     def kind(self) -> str:
@@ -66,8 +68,14 @@ class Row:
 
     @property
     def best(self) -> bool:
-        """One of the study's best networks, deployed from a selected finished run (``select_run``), not a job."""
-        return self.kind in BEST_COMMANDS
+        """One of the study's best networks, deployed from a selected finished run (``select_run``): several runs
+        (learning rates, seeds) qualify."""
+        return self.kind in ("strong", "finetune")
+
+    def command(self, profile: str) -> str:
+        """The command that trains this row's run (``studylib.recipes.experiments.row_job``'s, checked by a test)."""
+        seed = best_seed(self, profile) if self.best else config.recipe(self.recipe, profile)["seed"]
+        return COMMANDS[self.kind].format(profile=profile, model=self.model, recipe=self.recipe, seed=seed)
 
     @property
     def strategy(self) -> str:
@@ -113,10 +121,13 @@ ROWS: tuple[Row, ...] = (
 )
 STRATEGIES = {"scratch": "from scratch", "head": "frozen ImageNet backbone + linear head",
               "strong": "from scratch (strong recipe, no TTA)", "finetune": "ImageNet init, fine-tuned end to end"}
-# The command that trains a best-network row's run ({profile}); the other rows' commands come from their jobs.
-BEST_COMMANDS = {"strong": "python -m studylib.recipes.strong --profile {profile} --seeds {seed}",
-                 "finetune": "python -m studylib.recipes.finetune --profile {profile} --only finetune --inits imagenet "
-                             "--seeds {seed}"}
+# The command that trains a row's run, by the kind of run that deploys it (Row.command; tests/test_deploy.py checks
+# each reference row's against its training job's).
+COMMANDS = {"scratch": "python -m studylib.recipes.scratch {model} --recipe {recipe} --profile {profile} --seed {seed}",
+            "head": "python -m studylib.recipes.experiments --profile {profile}",
+            "strong": "python -m studylib.recipes.strong --profile {profile} --seeds {seed}",
+            "finetune": "python -m studylib.recipes.finetune --profile {profile} --only finetune --inits imagenet "
+                        "--seeds {seed}"}
 ROW = {r.key: r for r in ROWS}
 LABELS = {r.key: r.label for r in ROWS}
 
@@ -169,17 +180,29 @@ class Deployed:
         return self.row.strategy
 
 
-def job(row: Row, profile: str, *, data_dir=None, device: str = "auto", weights_dir=None) -> runs.Job:
-    """The training job of a reference row (raises WeightsUnavailable for a transfer row without weights). Imports
-    the training code, and keying the job reads CIFAR-10: loading a deployed row needs neither."""
+def reference_run(row: Row, profile: str, *, weights_sha256: str | None = None) -> runs.Run | None:
+    """The finished run that deploys a reference row (a scratch model, a frozen-backbone head), found by what its key
+    records (no dataset, no training code): the row's model under today's recipe (every setting the key records equal
+    to the configuration's, seed included) and today's engine, on every training image; a head at the protocol's
+    input size, on the ImageNet file ``weights_sha256`` when given. Several (e.g. trained on another copy of the
+    dataset): the artifact store before the shipped runs, then by id. The index writer and a test check it is the
+    run the row's training job keys."""
     if row.best:
-        raise ValueError(f"{row.key} is deployed from a selected finished run (deploy.select_run), not one job; "
-                         f"train it with {BEST_COMMANDS[row.kind]!r}")
-    from ..recipes import heads, scratch  # training code: only to key a run that the index does not list
-
-    if row.scratch:
-        return scratch.job(row.model, row.recipe, profile, data_dir=data_dir, device=device)
-    return heads.row_job(row.model, profile, row.recipe, data_dir=data_dir, device=device, weights_dir=weights_dir)
+        raise ValueError(f"{row.key} is deployed from a selected finished run: use deploy.select_run")
+    filters = {"recipe.name": row.recipe, "engine": runs.ENGINE_VERSION, "subset.per_class": None}
+    others = {m for m in SCRATCH_MODELS if m != row.model}  # a scratch key records its own model's settings only
+    if row.kind == "head":
+        filters.update({"size": config.PROTOCOL["input_size"][weights.SPECS[row.model].arch],
+                        "subset.val_fraction": None, "subset.min_epoch_images": 0})
+        if weights_sha256:
+            filters["weights_sha256"] = weights_sha256
+    found = runs.table(profile, row.kind, row.model, **filters)
+    today = {k: runs._jsonable(v) for k, v in config.flatten(config.recipe(row.recipe, profile)).items()
+             if k != "label" and k.split(".")[0] not in others}
+    candidates = [r for _, r in found.iterrows()
+                  if config.flatten(r["run"].key.get("recipe", {})) == today and r["run"].path(runs.WEIGHTS_FILE).is_file()]
+    candidates.sort(key=lambda r: (r["source"] != "store", r["run"].id))
+    return candidates[0]["run"] if candidates else None
 
 
 def best_seed(row: Row, profile: str) -> int:
@@ -348,21 +371,26 @@ def indexed_run(key: str, profile: str) -> runs.Run | None:
     return None
 
 
-def write_index(profile: str = "full", *, data_dir=None, weights_dir=None) -> Path:
-    """Record each row's shipped run in ``runs/DEPLOYED.json`` (a reference row's key is computed from the dataset,
-    so this needs CIFAR-10) and ship its ``deployable.json`` (listed in ``runs/MANIFEST.json``); a row whose run
-    cannot be keyed here (no weights) keeps its previous entry."""
+def find_run(row: Row, profile: str, *, weights_dir=None) -> runs.Run | None:
+    """The finished run that deploys ``row``, found by what run keys record (``select_run``, ``reference_run``); None
+    when there is none. Raises ``weights.WeightsUnavailable`` for a head whose ImageNet file is not here."""
+    if row.best:
+        return select_run(row, profile)
+    sha = weights.resolve(row.model, weights_dir).sha256 if row.kind == "head" else None
+    return reference_run(row, profile, weights_sha256=sha)
+
+
+def write_index(profile: str = "full", *, weights_dir=None) -> Path:
+    """Record each row's shipped run in ``runs/DEPLOYED.json`` and ship its ``deployable.json`` (listed in
+    ``runs/MANIFEST.json``); a row whose run cannot be looked for here (no ImageNet file) keeps its previous entry."""
     path = index_path()
     index = artifacts.read_json(path) if path.is_file() else {}
     entries = index.setdefault(profile, {})
     for row in ROWS:
-        if row.best:
-            run = select_run(row, profile)
-        else:
-            try:
-                run = job(row, profile, data_dir=data_dir, weights_dir=weights_dir).run
-            except weights.WeightsUnavailable:
-                continue
+        try:
+            run = find_run(row, profile, weights_dir=weights_dir)
+        except weights.WeightsUnavailable:
+            continue
         # shipped: a run the store holds too (it trained here) is indexed once its copy is in runs/
         if run is not None and run.done and run.has_shipped_copy:
             entries[row.key] = {"kind": run.kind, "name": run.name, "id": run.id}
@@ -375,30 +403,18 @@ def write_index(profile: str = "full", *, data_dir=None, weights_dir=None) -> Pa
     return artifacts.write_json(path, index)
 
 
-def load(key: str, profile: str = "full", *, data_dir=None, weights_dir=None, indexed: bool = False) -> Deployed:
-    """Deployed row ``key`` from its finished run, or a Deployed whose status says why not. ``indexed``:
-    the run named by ``runs/DEPLOYED.json`` when it lists the row (no dataset needed); otherwise the run is
-    found by its key, which needs CIFAR-10 (``data.DataError`` without it)."""
+def load(key: str, profile: str = "full", *, weights_dir=None, indexed: bool = False) -> Deployed:
+    """Deployed row ``key`` from its finished run, or a Deployed whose status says why not. ``indexed``: the run
+    named by ``runs/DEPLOYED.json`` when it lists the row; otherwise the run found by what its key records
+    (``find_run``: a run trained here in the artifact store before a shipped one). Neither needs CIFAR-10."""
     if key not in ROW:
         raise KeyError(f"unknown study row {key!r}; choose one of {list(ROW)}")
     row = ROW[key]
     run = indexed_run(key, profile) if indexed else None
-    if run is None and row.best:
-        run = select_run(row, profile)
-        if run is None:
-            command = BEST_COMMANDS[row.kind].format(profile=profile, seed=best_seed(row, profile))
-            return Deployed(row, f"missing: run notebook {row.notebook} or `{command}`")
-    elif run is None:
-        try:
-            if row.kind == "head":  # without weights the row cannot run: say so before importing the training code
-                weights.resolve(row.model, weights_dir)
-            j = job(row, profile, data_dir=data_dir, weights_dir=weights_dir)
-        except weights.WeightsUnavailable:
-            return Deployed(row, NO_WEIGHTS)
-        if not j.run.done:
-            return Deployed(row, f"missing: run notebook {row.notebook} or `{j.command}`", run=j.run)
-        run = j.run
     try:
+        run = run or find_run(row, profile, weights_dir=weights_dir)
+        if run is None:
+            return Deployed(row, f"missing: run notebook {row.notebook} or `{row.command(profile)}`")
         model, desc = load_run(run, weights_dir=weights_dir)
     except weights.WeightsUnavailable:
         return Deployed(row, NO_WEIGHTS, run=run)
@@ -408,16 +424,16 @@ def load(key: str, profile: str = "full", *, data_dir=None, weights_dir=None, in
 _CACHE: dict[tuple, Deployed] = {}
 
 
-def load_all(profile: str = "full", *, data_dir=None, weights_dir=None, keys: tuple[str, ...] | None = None,
-             cached: bool = True, indexed: bool = False) -> dict[str, Deployed]:
+def load_all(profile: str = "full", *, weights_dir=None, keys: tuple[str, ...] | None = None, cached: bool = True,
+             indexed: bool = False) -> dict[str, Deployed]:
     """Every study row, in report order (loaded once per process when ``cached``); ``indexed`` as for ``load``."""
     out = {}
     for key in keys or tuple(ROW):
-        ck = (key, profile, str(data_dir), str(weights_dir), str(config.artifacts_dir()), runs.use_shipped(), indexed)
+        ck = (key, profile, str(weights_dir), str(config.artifacts_dir()), runs.use_shipped(), indexed)
         # "missing" rows are looked up again (the training notebook may have run since); rows without
         # weights are not: resolving them again can mean a download attempt per call.
         if not cached or ck not in _CACHE or _CACHE[ck].status.startswith("missing"):
-            _CACHE[ck] = load(key, profile, data_dir=data_dir, weights_dir=weights_dir, indexed=indexed)
+            _CACHE[ck] = load(key, profile, weights_dir=weights_dir, indexed=indexed)
         out[key] = _CACHE[ck]
     return out
 
@@ -426,12 +442,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m studylib.serve.deploy", description="The index of deployed runs.")
     sub = ap.add_subparsers(dest="command", required=True)
     ix = sub.add_parser("index", help=f"write runs/{INDEX_FILE} (each row's shipped run) and each run's "
-                                      f"{DESCRIPTION_FILE} (needs CIFAR-10)")
+                                      f"{DESCRIPTION_FILE}")
     ix.add_argument("--profile", choices=sorted(config.PROFILES), default="full")
-    ix.add_argument("--data-dir", default=None)
     ix.add_argument("--weights-dir", default=None)
     args = ap.parse_args(argv)
-    path = write_index(args.profile, data_dir=args.data_dir, weights_dir=args.weights_dir)
+    path = write_index(args.profile, weights_dir=args.weights_dir)
     rows = read_index(args.profile)
     print(f"{config.display_path(path)}: {len(rows)} of {len(ROWS)} rows for profile {args.profile!r} "
           f"({', '.join(rows)})")

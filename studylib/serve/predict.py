@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="which trained runs to load (default full)")
     ap.add_argument("--examples", type=int, default=0, metavar="K",
                     help="also predict the demo's example images: the first K CIFAR-10 test images of each class")
-    ap.add_argument("--data-dir", default=None, help="CIFAR-10 folder for --examples (and for rows not in runs/DEPLOYED.json)")
+    ap.add_argument("--data-dir", default=None, help="CIFAR-10 folder for --examples")
     ap.add_argument("--weights-dir", default=None, help="folder with local backbone weight files")
     args = ap.parse_args(argv)
 
@@ -492,12 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--output {args.output}: is a folder; give a file name, e.g. {Path(args.output) / ('predictions.' + ('txt' if args.format == 'table' else args.format))}")
 
     names = tuple(deploy.ROW) if args.model == "all" else (args.model,)
-    try:  # the rows runs/DEPLOYED.json lists load without CIFAR-10; any other row's run is found by its key
-        deployed = deploy.load_all(args.profile, data_dir=args.data_dir, weights_dir=args.weights_dir, keys=names,
-                                   indexed=True)
-    except data.DataError as exc:
-        return _no_data(f"a row not listed in runs/{deploy.INDEX_FILE} is found by its run key, which hashes the "
-                        "dataset; `python -m studylib.serve.deploy index` lists the shipped rows, where the dataset is", exc)
+    # the runs runs/DEPLOYED.json names, else those found by what their keys record: no CIFAR-10 needed
+    deployed = deploy.load_all(args.profile, weights_dir=args.weights_dir, keys=names, indexed=True)
     for d in deployed.values():
         if not d.ok:
             fix = (f" (get the weights: `{weights.fetch_command(d.row.model)}`)" if d.status == deploy.NO_WEIGHTS
