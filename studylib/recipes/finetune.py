@@ -77,19 +77,23 @@ def describe_differences(diffs: dict[str, tuple]) -> list[str]:
 # ---------------------------------------------------------------------------------------
 def job(init: str, profile: str = "full", *, seed: int | None = None, lr: float | None = None,
         per_class: int | None = None, val_fraction: float | None = None, epochs: int | None = None,
-        epoch_images: int | None = None, size: int | None = None, backbone: str | None = None, data_dir=None,
-        device: str = "auto", progress: bool | None = None) -> runs.Job:
+        epoch_images: int | None = None, size: int | None = None, backbone: str | None = None,
+        precision: str | None = None, batch_size: int | None = None, data_dir=None, device: str = "auto",
+        progress: bool | None = None) -> runs.Job:
     """``backbone`` (default: the grid's) at ``size`` px, initialised from ImageNet or at random, trained end
     to end with the "finetune" recipe at learning rate ``lr``.
 
     ``per_class``: a stratified training subset (drawn by subset_seed); ``val_fraction``: evaluate on a
     validation split held out of it instead of the test set (learning-rate search); ``epoch_images``: the
-    subset's training images repeated whole until an epoch holds at least that many (equal steps per size)."""
+    subset's training images repeated whole until an epoch holds at least that many (equal steps per size);
+    ``precision``, ``batch_size``: another step than the recipe's (keyed; the equivalence check of
+    benchmarks/check_finetune_equivalence.py trains the grid's first runs' step this way)."""
     if init not in INITS:
         raise KeyError(f"init must be one of {INITS}, got {init!r}")
     g = config.grid("controlled", profile)
     backbone, size = backbone or g["backbone"], size or g["size"]
-    overrides = {k: v for k, v in {"seed": seed, "epochs": epochs}.items() if v is not None}
+    overrides = {k: v for k, v in {"seed": seed, "epochs": epochs, "precision": precision,
+                                   "batch_size": batch_size}.items() if v is not None}
     if lr is not None:
         overrides["optimizer"] = {"lr": float(lr)}
     r = config.recipe("finetune", profile, **overrides)
