@@ -1,7 +1,8 @@
 """INT8 against fp32 for every deployed row, on this CPU: ONNX Runtime's static QDQ INT8
 (studylib.measure.onnx_static_int8, int8 convolutions with VNNI) and PyTorch's PT2E static INT8
-(studylib.measure.quantize.static_int8, as notebook 05's int8.csv builds it), each timed against the fp32 paths the
-benchmark table uses (PyTorch eager; and ONNX Runtime fp32, the same engine as the INT8 one), in one process.
+(studylib.measure.quantize.static_int8, as notebook 05's int8.csv builds it; with --pt2e-compiled also under
+torch.compile, where inductor lowers it to oneDNN's int8 kernels), each timed against the fp32 paths the benchmark
+table uses (PyTorch eager; and ONNX Runtime fp32, the same engine as the INT8 one), in one process.
 
 Per row: latency at batch 1 and batch 64 (median of timed calls after warm-up calls), the speed-up over
 PyTorch fp32 and over ONNX Runtime fp32, and accuracy on ``--test-images`` test images (all 10,000 by
@@ -43,16 +44,21 @@ def row_results(d, x, y, calib, args) -> list[dict]:
     paths["int8 onnxruntime (QDQ)"] = measure.onnx_static_int8(model, calib, threads=args.threads,
                                                                keep_float_scopes=onnx_keep)
     build_s = time.perf_counter() - t0
-    if not args.skip_pt2e:
+    if not args.skip_pt2e and not d.row.best:  # PT2E's x86 quantizer refuses the strong network (quantize.py)
         body = "net" if d.row.scratch else "backbone"
         int8 = quantize.static_int8(model, calib, body, keep_float=keep)
         paths["int8 torch (PT2E)"] = lambda b: int8(b)
+        if args.pt2e_compiled:  # inductor lowers the QDQ graph to oneDNN int8 kernels (one compile per batch size)
+            compiled = quantize.compiled_int8(int8, body)
+            paths["int8 torch (PT2E, torch.compile)"] = lambda b: compiled(b)
     out = []
     for name, path in paths.items():
         call = (lambda b, s=path: measure.onnx_run(s, b, batch_size=len(b))) if not callable(path) else path
         with torch.no_grad():
             lat = {bs: latency_ms(call, x[:bs], warmup=args.warmup, runs=args.runs) for bs in (1, 64)}
-            pred = torch.cat([call(x[i:i + 64]).argmax(1) for i in range(0, len(x), 64)]).numpy()
+            pad = -len(x) % 64  # whole batches of 64 (a compiled path compiles once per batch size)
+            xp = torch.cat([x, x[:pad]])
+            pred = torch.cat([call(xp[i:i + 64]).argmax(1) for i in range(0, len(xp), 64)]).numpy()[:len(x)]
         out.append({"row": d.row.key, "label": d.label, "path": name, "latency_ms_batch1": lat[1],
                     "latency_ms_batch64": lat[64], "accuracy": float((pred == y).mean()), "test_images": len(y),
                     "pred": pred})
@@ -78,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--skip-pt2e", action="store_true", help="leave out PyTorch's PT2E INT8 (slow to build)")
+    ap.add_argument("--pt2e-compiled", action="store_true",
+                    help="also PT2E INT8 under torch.compile (inductor, oneDNN int8 kernels; ~1 min to compile per "
+                         "batch size and row at 224 px on 2 cores; needs a C++ compiler)")
     ap.add_argument("--smoke", action="store_true", help="the Custom CNN row only, 10 test images per class, 64 "
                                                           "calibration images: checks the script, not the machine")
     args = ap.parse_args(argv)

@@ -176,7 +176,7 @@ def test_reference_rows_are_found_by_their_keys_contents_as_their_jobs_key_them(
             job = experiments.row_job(row, "quick", data_dir=real_data_dir)
         except weights.WeightsUnavailable:
             continue
-        assert row.command("quick") == job.command
+        assert job.command.startswith(row.command("quick"))  # the job's adds the device it was asked for
         if job.run.done:  # quick_store finished it
             assert deploy.find_run(row, "quick").id == job.run.id
             checked += 1

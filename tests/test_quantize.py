@@ -210,3 +210,39 @@ def test_onnx_static_int8_keeps_the_named_first_blocks_float(arch):
     assert all(any(s in n.name for n in convs) for s in scopes), scopes  # every scope still names a node
     assert kept and all(n.input[1] not in dequantized for n in kept)
     assert all(n.input[1] in dequantized for n in convs if n not in kept)
+
+
+def test_compiled_int8_computes_what_the_reference_int8_computes():
+    """PT2E's int8 model under torch.compile (inductor lowers it to oneDNN int8 kernels): its logits match the
+    uncompiled reference model's within the int8 tolerance, at two batch sizes; the reference stays uncompiled."""
+    torch.manual_seed(0)
+    net = _with_bn_stats(_tiny_net(), [torch.randn(32, 3, 16, 16) for _ in range(4)])
+    model = Deployed(nn.Identity(), net).eval()
+    q = quantize.static_int8(model, torch.randn(64, 3, 16, 16), "net")
+    compiled = quantize.compiled_int8(q, "net")
+    held = torch.randn(8, 3, 16, 16)
+    for batch in (held, held[:1]):
+        err = quantize.quantization_error(q, compiled, batch)
+        assert err["rel_error"] < REL_TOL and err["top1_agreement"] == 1.0, err
+    assert not isinstance(q.net.graph_module, torch._dynamo.eval_frame.OptimizedModule)
+    assert isinstance(compiled.net.graph_module, torch._dynamo.eval_frame.OptimizedModule)
+
+
+@pytest.mark.parametrize("calibration", ["minmax", "percentile", "entropy"])
+def test_onnx_static_int8_calibration_methods(calibration):
+    """Each calibration method builds an int8 graph whose logits stay close to the float model's; an unknown one
+    is refused by name."""
+    from studylib import measure
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (96, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    net = nn.Sequential(Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 16), _tiny_net())
+    _with_bn_stats(net, [images[i:i + 32] for i in range(0, 64, 32)])
+    session = measure.onnx_runtime_session(measure.onnx_static_int8_model(net, images[:64], calibration=calibration),
+                                           threads=1)
+    out = measure.onnx_run(session, images[64:], batch_size=16)
+    with torch.no_grad():
+        ref = net(images[64:])
+    assert ((out - ref).norm(dim=1) / ref.norm(dim=1)).mean().item() < REL_TOL
+    with pytest.raises(ValueError, match="'kl' is not one of"):
+        measure.onnx_static_int8_model(net, images[:8], calibration="kl")

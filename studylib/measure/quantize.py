@@ -143,9 +143,7 @@ def static_int8(model: nn.Module, calib_images: torch.Tensor, body_attr: str, ba
       through the float preprocess, in batches of ``batch_size``.
     - Result: the converted *reference* model: int8 weights (~4x smaller state_dict), quantize ->
       dequantize around float ops, i.e. the numbers of int8 inference but not its speed (about 2x
-      slower than fp32 at batch 1). ``torch.compile(getattr(q, body_attr))`` lowers it to oneDNN
-      int8 kernels (MobileNetV2 at 224 px: ~1 min to build on 2 cores, again for each new batch
-      size; then ~1.7x faster than fp32, logits within ~3% of the reference model); not done here.
+      slower than fp32 at batch 1). ``compiled_int8`` lowers it to oneDNN int8 kernels.
     """
     require_calibration(calib_images, "static_int8")
     q = copy.deepcopy(model).eval()
@@ -169,6 +167,20 @@ def static_int8(model: nn.Module, calib_images: torch.Tensor, body_attr: str, ba
     _drop_dead_tensors(converted)
     setattr(q, body_attr, Int8Body(converted))
     return q
+
+
+def compiled_int8(q: nn.Module, body_attr: str) -> nn.Module:
+    """A copy of ``static_int8``'s model ``q`` whose int8 body runs under ``torch.compile`` (inductor, weights frozen
+    and prepacked): the QDQ graph lowered to oneDNN's int8 convolutions and matmuls. It compiles on its first call and
+    again for each new batch size (MobileNetV2 at 224 px: about a minute each on 2 cores), and needs a C++ compiler.
+    ``benchmarks.bench_int8 --pt2e-compiled`` measures it."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True  # constant weights: prepacked for oneDNN's int8 kernels
+    c = copy.deepcopy(q)
+    body = getattr(c, body_attr)
+    body.graph_module = torch.compile(body.graph_module)
+    return c
 
 
 @torch.no_grad()
