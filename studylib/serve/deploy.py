@@ -185,8 +185,8 @@ def reference_run(row: Row, profile: str, *, weights_sha256: str | None = None) 
     records (no dataset, no training code): the row's model under today's recipe (every setting the key records equal
     to the configuration's, seed included) and today's engine, on every training image; a head at the protocol's
     input size, on the ImageNet file ``weights_sha256`` when given. Several (e.g. trained on another copy of the
-    dataset): the artifact store before the shipped runs, then by id. The index writer and a test check it is the
-    run the row's training job keys."""
+    dataset): the artifact store before the shipped runs, then by id. Tests check it is the run the row's training
+    job (``studylib.recipes.experiments.row_job``) keys."""
     if row.best:
         raise ValueError(f"{row.key} is deployed from a selected finished run: use deploy.select_run")
     filters = {"recipe.name": row.recipe, "engine": runs.ENGINE_VERSION, "subset.per_class": None}
