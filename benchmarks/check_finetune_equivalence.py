@@ -61,15 +61,17 @@ def check(epochs: int, seeds: list[int], train: bool, data_dir=None) -> list[dic
             run = job.ensure(train=train)
             if run.done:
                 first.append(run)
-        acc = np.array([r.metrics["test_acc"] for r in today])
+        today_runs = [summary(r) for r in today]
+        acc = np.array([r["test_acc"] for r in today_runs])
         spread = float(acc.max() - acc.min())
+        today_epoch_s = float(np.median([r["seconds_per_epoch"] for r in today_runs]))
         for run in first:
-            diff = run.metrics["test_acc"] - float(acc.mean())
-            out.append({"init": init, "epochs": epochs, "lr": lr, "today": [summary(r) for r in today],
-                        "first_step": summary(run), "today_mean": float(acc.mean()), "today_spread": spread,
-                        "difference": diff, "within_seed_spread": abs(diff) <= spread,
-                        "epoch_time_ratio": summary(run)["seconds_per_epoch"]
-                        / float(np.median([seconds_per_epoch(r) for r in today]))})
+            one = summary(run)
+            diff = one["test_acc"] - float(acc.mean())
+            out.append({"init": init, "epochs": epochs, "lr": lr, "today": today_runs, "first_step": one,
+                        "today_mean": float(acc.mean()), "today_spread": spread, "difference": diff,
+                        "within_seed_spread": abs(diff) <= spread,
+                        "epoch_time_ratio": one["seconds_per_epoch"] / today_epoch_s})
             print(f"{init}, {epochs} epochs at lr {lr:g}: first step (bf16, batch 128) seed {run.metrics['seed']} "
                   f"{100 * run.metrics['test_acc']:.2f}%; today's step (fp32, batch 64) {len(today)} seeds "
                   f"{', '.join(f'{100 * a:.2f}' for a in acc)}% (mean {100 * acc.mean():.2f}, spread "

@@ -173,7 +173,8 @@ def compiled_int8(q: nn.Module, body_attr: str) -> nn.Module:
     """A copy of ``static_int8``'s model ``q`` whose int8 body runs under ``torch.compile`` (inductor, weights frozen
     and prepacked): the QDQ graph lowered to oneDNN's int8 convolutions and matmuls. It compiles on its first call and
     again for each new batch size (MobileNetV2 at 224 px: about a minute each on 2 cores), and needs a C++ compiler.
-    ``benchmarks.bench_int8 --pt2e-compiled`` measures it."""
+    ``benchmarks.bench_int8 --pt2e-compiled`` measures it. Sets inductor's ``freezing`` for the whole process (the
+    compile happens at the first call, after this returns)."""
     import torch._inductor.config as inductor_config
 
     inductor_config.freezing = True  # constant weights: prepacked for oneDNN's int8 kernels

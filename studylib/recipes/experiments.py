@@ -12,7 +12,6 @@ recipes' jobs. Nothing here is displayed; the tables and text are ``studylib.rep
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import torch

@@ -20,7 +20,6 @@ named in the bottom line. Grid values: ``config.EXPERIMENTS["controlled"]``.
 
 from __future__ import annotations
 
-
 import pandas as pd
 import torch
 

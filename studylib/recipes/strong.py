@@ -15,7 +15,6 @@ own network (``models/strong.py``), optimiser, schedule and augmentation, inside
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F
