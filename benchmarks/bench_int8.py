@@ -12,6 +12,11 @@ Calibration: ``--calibration`` training images (never test images), drawn by the
     python -m benchmarks.bench_int8                          # ~10 min on 2 cores (full test set)
     python -m benchmarks.bench_int8 --test-per-class 100 --rows custom_cnn mobilenet_v2_float
     python -m benchmarks.bench_int8 --smoke                  # seconds: one row, tiny sizes (checks the script)
+    python -m benchmarks.bench_int8 --rows mobilenet_v2_float --test-per-class 10 --pt2e-compiled --profile-batch1
+
+``--profile-batch1``: where a batch-1 call of PyTorch's fp32 path and of the compiled PT2E INT8 path spends its time
+(the preprocess's share, timed alone, and the operators with the most self CPU time over 20 calls): why an INT8 path
+is not faster still.
 
 Needs the shipped runs (runs/) and CIFAR-10. Writes benchmarks/results/int8-<cpu>-<UTC date>.json.
 """
@@ -24,7 +29,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks import timing
+from benchmarks import profile_stages, timing
 from studylib import config, data, measure, runtime
 from studylib.measure import quantize
 from studylib.serve import deploy
@@ -52,9 +57,10 @@ def row_results(d, x, y, calib, args) -> list[dict]:
             compiled = quantize.compiled_int8(int8, body)
             paths["int8 torch (PT2E, torch.compile)"] = lambda b: compiled(b)
     out = []
+    profiled = ("fp32 torch", "int8 torch (PT2E, torch.compile)") if args.profile_batch1 else ()
     for name, path in paths.items():
         call = (lambda b, s=path: measure.onnx_run(s, b, batch_size=len(b))) if not callable(path) else path
-        with torch.no_grad():
+        with torch.no_grad(), runtime.flush_denormals():  # as notebook 05's measure_latency times every path
             lat = {bs: latency_ms(call, x[:bs], warmup=args.warmup, runs=args.runs) for bs in (1, 64)}
             pad = -len(x) % 64  # whole batches of 64 (a compiled path compiles once per batch size)
             xp = torch.cat([x, x[:pad]])
@@ -62,6 +68,8 @@ def row_results(d, x, y, calib, args) -> list[dict]:
         out.append({"row": d.row.key, "label": d.label, "path": name, "latency_ms_batch1": lat[1],
                     "latency_ms_batch64": lat[64], "accuracy": float((pred == y).mean()), "test_images": len(y),
                     "pred": pred})
+        if name in profiled:
+            out[-1]["batch1_profile"] = batch1_profile(model, call, x[:1], args)
     base_torch, base_ort = out[0], out[1]
     for r in out:
         r["speedup_vs_torch_fp32_b1"] = base_torch["latency_ms_batch1"] / r["latency_ms_batch1"]
@@ -73,6 +81,19 @@ def row_results(d, x, y, calib, args) -> list[dict]:
     base_torch.pop("pred", None)
     out[0]["build_s_onnx"] = build_s
     return out
+
+
+def batch1_profile(model, call, x1: torch.Tensor, args, calls: int = 20) -> dict:
+    """Where a batch-1 call spends its time: the deployed model's float preprocess (uint8 -> resized, normalised
+    float) timed alone, its share of the call, and the operators with the most self CPU time over ``calls`` calls."""
+    with torch.no_grad(), runtime.flush_denormals():
+        pre = latency_ms(model.preprocess, x1, warmup=args.warmup, runs=args.runs)
+        total = latency_ms(call, x1, warmup=args.warmup, runs=args.runs)
+        ops = profile_stages.top_operators(lambda: [call(x1) for _ in range(calls)], n=12)
+    print(f"  batch-1 profile: preprocess {pre:.2f} of {total:.2f} ms ({pre / total:.0%})", flush=True)
+    timing.print_table([{k: r[k] for k in ("op", "share", "calls")} for r in ops])
+    return {"preprocess_ms": pre, "call_ms": total, "preprocess_share": pre / total, "top_ops": ops,
+            "profiled_calls": calls}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pt2e-compiled", action="store_true",
                     help="also PT2E INT8 under torch.compile (inductor, oneDNN int8 kernels; ~1 min to compile per "
                          "batch size and row at 224 px on 2 cores; needs a C++ compiler)")
+    ap.add_argument("--profile-batch1", action="store_true",
+                    help="also profile batch-1 calls of PyTorch fp32 and (with --pt2e-compiled) the compiled INT8 path")
     ap.add_argument("--smoke", action="store_true", help="the Custom CNN row only, 10 test images per class, 64 "
                                                           "calibration images: checks the script, not the machine")
     args = ap.parse_args(argv)

@@ -140,7 +140,8 @@ def stage_report(name: str, images_per_s: float, flops_per_image: float, limit_g
 
 
 def write_results(name: str, payload: dict, *, limits: dict | None = None) -> Path:
-    """Write {name, written_utc, machine: limits, **payload} to RESULTS_DIR/<name>-<cpu slug>-<UTC date>.json atomically.
+    """Write {name, written_utc, machine: limits, **payload} to RESULTS_DIR/<name>-<cpu slug>-<UTC date>.json atomically;
+    a second result of the same day gets the time too (<date>-<HHMMSS>): a committed result is never replaced.
 
     limits: the machine_limits() dict already measured by the benchmark; measured here (cached) if omitted.
     """
@@ -150,6 +151,8 @@ def write_results(name: str, payload: dict, *, limits: dict | None = None) -> Pa
     folder = Path(RESULTS_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{cpu_slug()}-{now:%Y-%m-%d}.json"
+    if path.exists():
+        path = path.with_name(f"{name}-{cpu_slug()}-{now:%Y-%m-%d-%H%M%S}.json")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:

@@ -172,3 +172,20 @@ def test_bench_finetune_denormals_smoke_times_kept_against_flushed(tmp_path):
     assert record["name"] == "finetune_denormals_smoke" and d["denormals_injected"] > 600_000
     assert [r["state"] for r in d["rows"]] == ["fresh weights", "denormals kept", "denormals flushed"]
     assert all(positive(r["images_per_s"]) for r in d["rows"]) and d["rows"][1]["ratio_to_denormals_kept"] == 1.0
+
+
+@pytest.mark.e2e  # compiles the Custom CNN's int8 graph at two batch sizes (about a minute on 2 cores)
+def test_bench_int8_smoke_profiles_the_compiled_int8_path_at_batch_1(tmp_path, real_data_dir):
+    """bench_int8 on the shipped Custom CNN: every path timed against PyTorch fp32, the compiled PT2E path among
+    them, and with --profile-batch1 the preprocess's share and the top operators of both PyTorch paths at batch 1."""
+    record, _ = run_benchmark("bench_int8", ["--smoke", "--threads", "1", "--pt2e-compiled", "--profile-batch1"],
+                              tmp_path, data_dir=real_data_dir)
+    paths = {r["path"]: r for r in record["rows"]}
+    assert set(paths) == {"fp32 torch", "fp32 onnxruntime", "int8 onnxruntime (QDQ)", "int8 torch (PT2E)",
+                          "int8 torch (PT2E, torch.compile)"}
+    assert all(positive(r["latency_ms_batch1"]) and positive(r["speedup_vs_torch_fp32_b1"]) for r in paths.values())
+    for name in ("fp32 torch", "int8 torch (PT2E, torch.compile)"):
+        prof = paths[name]["batch1_profile"]
+        assert 0 < prof["preprocess_share"] < 1 and prof["top_ops"]
+        assert abs(sum(o["share"] for o in prof["top_ops"]) - 1) < 0.5  # the top 12 hold most of the time
+    assert "batch1_profile" not in paths["int8 onnxruntime (QDQ)"]

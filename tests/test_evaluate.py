@@ -330,3 +330,47 @@ def test_the_one_timing_helper_warms_up_then_times_each_call(monkeypatch):
     assert timing.rate(lambda: None, 64, warmup=0, repeats=4) == 64 * 4 / 8  # images per second
     with pytest.raises(ValueError, match="repeats >= 1"):
         timing.time_call(lambda: None, repeats=0)
+
+
+# --- the INT8 path of choice ------------------------------------------------------------
+def _int8_rows(key: str, rows: list[tuple[str, float, float, float]]) -> list[dict]:
+    """int8_table-like rows of one model: (variant, accuracy %, batch-1 ms, batch-64 ms), fp32 first."""
+    return [{"key": key, "Model": key.upper(), "Variant": v, "Accuracy (%)": acc, "Latency (ms)": b1,
+             "Latency, batch 64 (ms)": b64} for v, acc, b1, b64 in rows]
+
+
+def _with_ratios(t):
+    base = t[t.Variant == "fp32"].set_index("key")
+    t["Δ accuracy (points)"] = t["Accuracy (%)"] - t.key.map(base["Accuracy (%)"])
+    t["Speed-up"] = t.key.map(base["Latency (ms)"]) / t["Latency (ms)"]
+    t["Speed-up, batch 64"] = t.key.map(base["Latency, batch 64 (ms)"]) / t["Latency, batch 64 (ms)"]
+    return t
+
+
+def test_chosen_int8_path_is_the_fastest_within_a_point():
+    """Per row the fastest static INT8 path at batch 1 among those within a point of fp32: a faster path that
+    loses more is passed over, torchvision's ReLU variant and dynamic INT8 are never chosen, and a row with no path
+    within a point has none (its summary says so and shows its most accurate path)."""
+    import pandas as pd
+
+    from studylib.report import findings
+
+    t = _with_ratios(pd.DataFrame(
+        _int8_rows("a", [("fp32", 87.0, 12.0, 640.0), ("int8 static", 86.6, 30.0, 900.0),
+                         (measure.INT8_COMPILED, 86.5, 7.0, 220.0), (measure.INT8_ONNX, 85.8, 4.0, 300.0),
+                         (measure.TORCHVISION_INT8, 73.0, 3.0, 100.0)])
+        + _int8_rows("b", [("fp32", 75.0, 4.0, 60.0), (measure.INT8_ONNX, 74.9, 0.8, 20.0),
+                           ("int8 dynamic", 75.0, 0.5, 10.0)])
+        + _int8_rows("c", [("fp32", 90.0, 10.0, 100.0), (measure.INT8_ONNX, 88.5, 5.0, 50.0),
+                           ("int8 static", 88.8, 20.0, 200.0)])))
+    t["Chosen INT8 path"] = measure.chosen_int8(t)
+    assert t[t["Chosen INT8 path"]][["key", "Variant"]].values.tolist() == [["a", measure.INT8_COMPILED],
+                                                                           ["b", measure.INT8_ONNX]]
+    s = measure.int8_summary(t)
+    assert s.loc["A", "Speed-up, batch 1"] == pytest.approx(12 / 7) and not s.loc["A", "Meets the goal at batch 1"]
+    assert s.loc["B", "Meets the goal at batch 1"] and s.loc["B", "Meets the goal at batch 64"]
+    assert s.loc["C", "INT8 path"].startswith("none within 1 point") and "int8 static" in s.loc["C", "INT8 path"]
+    assert not s.loc["C", "Meets the goal at batch 1"]
+    line = findings.int8(s, measure.INT8_GOAL)
+    assert "1 of 3 rows reach 2x at batch 1" in line and "B (int8 static, onnxruntime" in line
+    assert "A (int8 static, PT2E + torch.compile (oneDNN): -0.50 points, 1.71x at batch 1, 2.91x at batch 64)" in line

@@ -48,3 +48,27 @@ def test_committed_readme_matches_committed_report():
     if not (headline.DEFAULT_RESULTS / "benchmark.json").exists():
         pytest.skip("no published report committed yet")
     assert headline.main(["--check"]) == 0, "README headline table is stale: run python -m studylib.report.headline"
+
+
+def test_int8_table_from_results(tmp_path):
+    """The README's INT8 table: the VNNI paths of each row (not fp32, eager PT2E or dynamic), the path of choice
+    marked; rewritten between its own markers, and only where the README has them."""
+    import pandas as pd
+
+    res = _results(tmp_path)
+    cols = ["key", "Model", "Variant", "Δ accuracy (points)", "Speed-up", "Speed-up, batch 64",
+            "Speed-up vs fp32, same engine", "Chosen INT8 path"]
+    pd.DataFrame([["m", "MobileNetV2", "fp32", 0.0, 1.0, 1.0, 1.0, False],
+                  ["m", "MobileNetV2", "int8 static", -0.4, 0.5, 0.5, 0.5, False],
+                  ["m", "MobileNetV2", "int8 static, onnxruntime (QDQ, U8S8)", -1.47, 3.54, 1.68, 1.26, False],
+                  ["m", "MobileNetV2", "int8 static, PT2E + torch.compile (oneDNN)", -0.6, 1.71, 2.84, 1.71, True]],
+                 columns=cols).to_csv(res / "int8.csv", index=False)
+    block = headline.int8(res)
+    assert "| MobileNetV2 | PT2E + torch.compile (oneDNN) | -0.60 | 1.71 | 2.84 | 1.71 | **yes** |" in block
+    assert "| MobileNetV2 | onnxruntime (QDQ, U8S8) | -1.47 | 3.54 | 1.68 | 1.26 |  |" in block
+    assert block.count("| MobileNetV2 |") == 2 and "batch 64" in block.splitlines()[0]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{headline.START}\n{headline.END}\nmid\n{headline.INT8_START}\nold\n{headline.INT8_END}\nend\n")
+    assert headline.main(["--results", str(res), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text and "**yes**" in text and text.endswith("end\n") and "\nmid\n" in text

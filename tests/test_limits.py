@@ -68,5 +68,7 @@ def test_write_results_writes_json_atomically(tmp_path, monkeypatch, capsys):
     record = json.loads(path.read_text())
     assert record["machine"] == limits and record["rows"][0]["fraction_of_limit"] == pytest.approx(0.25)
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+    again = timing.write_results("bench_test", {"rows": []}, limits=limits)  # the same day: never replaces it
+    assert again != path and again.name.startswith(path.stem + "-") and json.loads(path.read_text())["rows"]
     timing.print_table(rows)
     assert "fraction_of_limit" in capsys.readouterr().out

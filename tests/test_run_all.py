@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 import run_all
@@ -133,7 +134,10 @@ def test_quick_pipeline_end_to_end(real_data_dir, tmp_path):
                  "confusion_pairs.csv", "bottom_line.json", "reconciliation.csv", "transfer_flip.csv", "budget_curve.csv"):
         assert (results / name).exists(), name
     assert "p_holm" in (results / "paired_tests.csv").read_text().splitlines()[0]
-    assert "int8 static, onnxruntime" in (results / "int8.csv").read_text()  # the INT8 path that targets VNNI
+    int8 = pd.read_csv(results / "int8.csv")  # the INT8 paths that target VNNI; the quick profile compiles one row
+    assert {"int8 static, onnxruntime (QDQ, U8S8)", "int8 static, PT2E + torch.compile (oneDNN)"} <= set(int8.Variant)
+    assert set(int8[int8.Variant.str.contains("torch.compile")].key) == {"custom_cnn"}
+    assert int8.groupby("key")["Chosen INT8 path"].sum().max() == 1  # at most one path of choice per row
     pairs = (results / "confusion_pairs.csv").read_text()
     assert "the reference's fixed list (HARD_PAIRS)" in pairs and "share of its errors" in pairs
     forbidden = _forbidden_paths(real_data_dir, store)

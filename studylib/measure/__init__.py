@@ -10,6 +10,7 @@ and its INT8 table. Every measurement is keyed (``runs.measured``) so a machine 
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import os
 from typing import Sequence
@@ -467,12 +468,23 @@ INT8_VERSION = 2  # PT2E (torchao) static INT8; part of every INT8 result's key
 TORCHVISION_INT8 = "int8 static, torchvision quantizable (eager, ReLU6 -> ReLU)"
 FP32_ONNX = "fp32, onnxruntime"
 INT8_ONNX = "int8 static, onnxruntime (QDQ, U8S8)"  # onnx_static_int8: int8 convolutions on VNNI
+INT8_COMPILED = "int8 static, PT2E + torch.compile (oneDNN)"  # quantize.compiled_int8: int8 convolutions on VNNI
+INT8_GOAL = {"max_loss_points": 1.0, "speedup": 2.0}  # an INT8 path that pays: within a point of fp32, >= 2x faster
 
 
-def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: bool = False) -> pd.DataFrame:
+class NotCompiledHere(RuntimeError):
+    """A PT2E-compiled INT8 measurement this machine kind has not shipped, in a render that does not compile."""
+
+
+def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: bool = False,
+               compile_missing: bool = True) -> pd.DataFrame:
     """fp32 vs INT8 per deployed row: accuracy on the test split (``ev["int8_test_per_class"]``, None = all),
-    agreement with the fp32 predictions, size, batch-1 latency. Static INT8 (PT2E) of the network body for
-    every row; dynamic INT8 (int8 linears) for the scratch rows (a transfer row's only linear is its head).
+    agreement with the fp32 predictions, size, latency at batch 1 and ``throughput_batch``. Static INT8 of the network
+    body for every row: ONNX Runtime's QDQ, and PT2E (eager, and under ``torch.compile`` for the rows
+    ``ev["int8_compiled_rows"]`` names, None: all; a row whose compile fails keeps its other paths, with the reason
+    printed; ``compile_missing=False``: a compiled measurement this machine kind has not shipped is left out, said
+    so, instead of compiled here); dynamic INT8 (int8 linears) for the scratch rows (a transfer row's only linear is its head). The column
+    "Chosen INT8 path" marks each row's fastest static path at batch 1 within ``INT8_GOAL``'s accuracy loss.
     Accuracy results are runs keyed by the deployed run, calibration and test images (shippable); latency is
     measured per machine."""
     from .. import data, runs
@@ -513,8 +525,12 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
         # network's padding="same" convolutions ("is not an aten conv2d operator"), and runs slower than fp32 in
         # eager mode on every row it quantizes
         if not d.row.best:
-            variants["int8 static"] = lambda: quantize.static_int8(d.model, calib, body, keep_float=keep)
-            timed["int8 static"] = lambda: quantize.static_int8(d.model, calib[:32], body, keep_float=keep)
+            pt2e = functools.cache(lambda n: quantize.static_int8(d.model, calib[:n], body, keep_float=keep))
+            variants["int8 static"], timed["int8 static"] = (lambda: pt2e(n_cal)), (lambda: pt2e(32))
+            if ev["int8_compiled_rows"] is None or key in ev["int8_compiled_rows"]:
+                kept[INT8_COMPILED] = keep
+                variants[INT8_COMPILED] = lambda: quantize.compiled_int8(pt2e(n_cal), body)
+                timed[INT8_COMPILED] = lambda: quantize.compiled_int8(pt2e(32), body)
         variants[INT8_ONNX], timed[INT8_ONNX] = (lambda: onnx(calib)), (lambda: onnx(calib[:32]))
         if d.row.scratch and not d.row.best:
             variants["int8 dynamic"] = lambda: quantize.dynamic_int8(d.model)
@@ -529,6 +545,9 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
             built = {}
 
             def model(for_timing: bool = False):
+                if variant == INT8_COMPILED and not compile_missing:
+                    raise NotCompiledHere("not measured on this machine kind yet (compiling takes about a minute per "
+                                          "batch size at 224 px): python run_all.py --publish measures it")
                 k = "t" if for_timing and variant in timed else "m"
                 if k not in built:
                     built[k] = timed[variant]() if k == "t" else build()
@@ -537,11 +556,6 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
             def accuracy() -> dict:
                 pred = engine.batched_logits(model(), x, batch_size=100).argmax(1).numpy()
                 return {"pred": pred.tolist(), "acc": float((pred == y.numpy()).mean())}
-
-            if variant in ("fp32", FP32_ONNX):  # the run's recorded predictions (notebook 05 re-evaluated them above)
-                acc = {"pred": fp32_pred, "acc": float((fp32_pred == y.numpy()).mean())}
-            else:
-                acc = runs.measured(profile, "int8", key, rkey, accuracy, force=force)
 
             def latency() -> dict:
                 m = model(True)
@@ -552,11 +566,23 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
                         "size_mb": (m.size_bytes if isinstance(m, OnnxModel) else state_dict_bytes(m))
                         / 1e6}
 
-            # measure_latency flushes denormals (as timings() does): latencies timed before it did are not reused
-            lat = runs.measured(profile, "int8_latency", key, {**rkey, "cpu": env["cpu"], "torch": env["torch"],
-                                                             "threads": ev["threads"], "batches": [1, ev["throughput_batch"]],
-                                                             "flush_denormal": True},
-                                latency, force=force)
+            try:
+                if variant in ("fp32", FP32_ONNX):  # the run's recorded predictions (notebook 05 re-evaluated them)
+                    acc = {"pred": fp32_pred, "acc": float((fp32_pred == y.numpy()).mean())}
+                else:
+                    acc = runs.measured(profile, "int8", key, rkey, accuracy, force=force)
+                # measure_latency flushes denormals (as timings() does): latencies timed before it did are not reused
+                lat = runs.measured(profile, "int8_latency", key,
+                                    {**rkey, "cpu": env["cpu"], "torch": env["torch"], "threads": ev["threads"],
+                                     "batches": [1, ev["throughput_batch"]], "flush_denormal": True},
+                                    latency, force=force)
+            except Exception as e:  # torch.compile raises many types (no C++ compiler, an unsupported op, ...)
+                if variant != INT8_COMPILED:
+                    raise
+                why = str(e) if isinstance(e, NotCompiledHere) else \
+                    f"torch.compile failed ({type(e).__name__}: {str(e).strip()[:300]})"
+                print(f"{d.label}: {variant} left out: {why}; its other INT8 paths stand")
+                continue
             pred = np.asarray(acc["pred"])
             lo, hi = stats.wilson_interval(int((pred == y.numpy()).sum()), len(y))
             paired = stats.mcnemar(fp32_pred == y.numpy(), pred == y.numpy())  # INT8 vs fp32, same images
@@ -569,7 +595,8 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
                         "McNemar p (vs fp32)": paired["p_value"],
                         "Size (MB)": lat["size_mb"], "Latency (ms)": lat["latency_ms"],
                         f"Latency, batch {ev['throughput_batch']} (ms)": lat["latency_batch_ms"], "Test images": len(y),
-                        "Calibration images": n_cal if variant in ("int8 static", TORCHVISION_INT8, INT8_ONNX) else 0,
+                        "Calibration images": n_cal if variant in ("int8 static", INT8_COMPILED, TORCHVISION_INT8,
+                                                                   INT8_ONNX) else 0,
                         "Float layers kept": ", ".join(kept.get(variant, ()))})
     t = pd.DataFrame(out)
     if len(t):
@@ -583,4 +610,35 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
         same = t[t.Variant.isin(["fp32", FP32_ONNX])].set_index(["key", "Engine"])["Latency (ms)"]
         t["Speed-up vs fp32, same engine"] = [same.get((k, e), np.nan) / v for k, e, v in
                                               zip(t.key, t.Engine, t["Latency (ms)"])]
+        t["Chosen INT8 path"] = chosen_int8(t)
     return t
+
+
+def chosen_int8(t: pd.DataFrame) -> pd.Series:
+    """Per row of ``int8_table``: True for its INT8 path of choice, the static one (PT2E eager or compiled, ONNX
+    Runtime) with the highest batch-1 speed-up over PyTorch fp32 among those that lose at most
+    ``INT8_GOAL["max_loss_points"]`` of fp32's accuracy; a row with none such has no choice (no INT8 path that
+    keeps the accuracy). torchvision's quantizable MobileNetV2 is another function (ReLU6 -> ReLU): never chosen."""
+    ok = (t.Variant.isin(["int8 static", INT8_COMPILED, INT8_ONNX])
+          & (t["Δ accuracy (points)"] >= -INT8_GOAL["max_loss_points"]))
+    best = t[ok].groupby("key")["Speed-up"].idxmax()
+    return t.index.isin(best.values)
+
+
+def int8_summary(t: pd.DataFrame) -> pd.DataFrame:
+    """One line per row of ``int8_table``: its chosen INT8 path (``chosen_int8``), accuracy change, speed-ups at
+    both batch sizes and whether it meets ``INT8_GOAL``; a row without a path within the accuracy loss says so and
+    gives its most accurate static path instead."""
+    batch = next(c for c in t.columns if c.startswith("Speed-up, batch"))
+    recs = []
+    for key, g in t.groupby("key", sort=False):
+        chosen = g[g["Chosen INT8 path"]]
+        static = g[g.Variant.isin(["int8 static", INT8_COMPILED, INT8_ONNX])]
+        r = chosen.iloc[0] if len(chosen) else static.loc[static["Δ accuracy (points)"].idxmax()]
+        recs.append({"Model": r.Model, "INT8 path": r.Variant if len(chosen) else f"none within "
+                     f"{INT8_GOAL['max_loss_points']:g} point (most accurate: {r.Variant})",
+                     "Δ accuracy (points)": r["Δ accuracy (points)"], "Speed-up, batch 1": r["Speed-up"],
+                     batch: r[batch], "Meets the goal at batch 1": bool(len(chosen)) and r["Speed-up"] >= INT8_GOAL["speedup"],
+                     f"Meets the goal at {batch.removeprefix('Speed-up, ')}": bool(len(chosen))
+                     and r[batch] >= INT8_GOAL["speedup"]})
+    return pd.DataFrame(recs).set_index("Model")

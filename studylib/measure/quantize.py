@@ -179,9 +179,17 @@ def compiled_int8(q: nn.Module, body_attr: str) -> nn.Module:
 
     inductor_config.freezing = True  # constant weights: prepacked for oneDNN's int8 kernels
     c = copy.deepcopy(q)
-    body = getattr(c, body_attr)
-    body.graph_module = torch.compile(body.graph_module)
+    setattr(c, body_attr, CompiledInt8Body(torch.compile(getattr(c, body_attr).graph_module)))
     return c
+
+
+class CompiledInt8Body(Int8Body):
+    """``compiled_int8``'s body: the compiled graph, always called without autograd (inductor freezes and prepacks
+    the weights only for inference graphs; a caller that forgot ``no_grad`` would get a slower training graph)."""
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph_module(x)
 
 
 @torch.no_grad()

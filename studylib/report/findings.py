@@ -83,6 +83,28 @@ def evaluation(bench: pd.DataFrame, seeds: dict[str, list[float]], profile: str,
     return out
 
 
+def int8(summary: pd.DataFrame, goal: dict) -> str:
+    """One finding from ``measure.int8_summary``: which rows have an INT8 path within ``goal["max_loss_points"]``
+    of fp32 that is ``goal["speedup"]`` x faster at batch 1, and the best the others reached."""
+    if summary.empty:
+        return "INT8: not measured."
+    batch = next(c for c in summary.columns if c.startswith("Speed-up, batch ") and c != "Speed-up, batch 1")
+    met = summary[summary["Meets the goal at batch 1"]]
+    rest = summary.drop(met.index)
+
+    def show(label: str, r) -> str:
+        return (f"{label} ({r['INT8 path']}: {r['Δ accuracy (points)']:+.2f} points, {r['Speed-up, batch 1']:.2f}x at "
+                f"batch 1, {r[batch]:.2f}x at {batch.removeprefix('Speed-up, ')})")
+
+    out = (f"INT8 against PyTorch fp32 (the path of choice per row: the fastest static one within "
+           f"{goal['max_loss_points']:g} point of fp32): {len(met)} of {len(summary)} rows reach "
+           f"{goal['speedup']:g}x at batch 1")
+    out += (": " + "; ".join(show(label, r) for label, r in met.iterrows()) + "." if len(met) else ".")
+    if len(rest):
+        out += " Below it: " + "; ".join(show(label, r) for label, r in rest.iterrows()) + "."
+    return out
+
+
 def _pct(x: float | None) -> str:
     return "not measured" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
 

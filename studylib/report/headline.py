@@ -1,9 +1,10 @@
-"""Copy the headline table from a rendered report's results into the README (never by hand).
+"""Copy the headline table and the INT8 table from a rendered report's results into the README (never by hand).
 
     python -m studylib.report.headline                 # rewrite README.md from reports/published/results/full
     python -m studylib.report.headline --check         # exit 1 when README.md differs from the results
 
-The table sits between two marker comments in README.md; everything else is left alone.
+Each table sits between two marker comments in README.md (the INT8 one only where the README has its markers);
+everything else is left alone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from .. import artifacts, config
 
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
+INT8_START, INT8_END = "<!-- int8:start -->", "<!-- int8:end -->"
 DEFAULT_RESULTS = config.REPORTS_DIR / "published" / "results" / "full"  # <report>/results/<profile>
 README = config.PROJ_ROOT / "README.md"
 
@@ -68,12 +70,34 @@ def table(results_dir: Path = DEFAULT_RESULTS) -> str:
     return "\n".join(lines)
 
 
-def updated_readme(text: str, block: str) -> str:
-    if START not in text or END not in text:
-        raise ValueError(f"README.md has no {START} ... {END} markers to put the table between")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{block}\n{END}{tail}"
+def int8(results_dir: Path = DEFAULT_RESULTS) -> str:
+    """The markdown INT8 table of ``results_dir/int8.csv`` (notebook 05): per row its static INT8 paths that target
+    VNNI (ONNX Runtime's QDQ, PT2E under torch.compile), accuracy change and speed-ups, the path of choice marked."""
+    import pandas as pd
+
+    path = Path(results_dir) / "int8.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: render the report first (python run_all.py --publish)")
+    t = pd.read_csv(path)
+    batch = next(c for c in t.columns if c.startswith("Speed-up, batch"))
+    lines = [f"| row | INT8 path | Δ accuracy (points) | vs PyTorch fp32, batch 1 | {batch.removeprefix('Speed-up, ')} | "
+             "vs fp32 in the same engine, batch 1 | path of choice |", "|---|---|---|---|---|---|---|"]
+    shown = t[t.Variant.str.contains("onnxruntime|torch.compile") & t.Variant.str.startswith("int8 static")]
+    for _, r in shown.iterrows():
+        lines.append(f"| {r['Model']} | {r['Variant'].removeprefix('int8 static, ')} | {r['Δ accuracy (points)']:+.2f} | "
+                     f"{r['Speed-up']:.2f} | {r[batch]:.2f} | {r['Speed-up vs fp32, same engine']:.2f} | "
+                     f"{'**yes**' if r['Chosen INT8 path'] else ''} |")
+    lines += ["", f"Copied from `{config.display_path(path)}` by `python -m studylib.report.headline`; the machine is "
+              "the headline table's."]
+    return "\n".join(lines)
+
+
+def updated_readme(text: str, block: str, start: str = START, end: str = END) -> str:
+    if start not in text or end not in text:
+        raise ValueError(f"README.md has no {start} ... {end} markers to put the table between")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block}\n{end}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     text = args.readme.read_text()
     new = updated_readme(text, answer(args.results) + "\n" + table(args.results))
+    if INT8_START in text:
+        new = updated_readme(new, int8(args.results), INT8_START, INT8_END)
     if args.check:
         if new != text:
             print(f"{args.readme} is out of date with {args.results}; run python -m studylib.report.headline", file=sys.stderr)
