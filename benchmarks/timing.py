@@ -140,8 +140,9 @@ def stage_report(name: str, images_per_s: float, flops_per_image: float, limit_g
 
 
 def write_results(name: str, payload: dict, *, limits: dict | None = None) -> Path:
-    """Write {name, written_utc, machine: limits, **payload} to RESULTS_DIR/<name>-<cpu slug>-<UTC date>.json atomically;
-    a second result of the same day gets the time too (<date>-<HHMMSS>): a committed result is never replaced.
+    """Write {name, written_utc, machine: limits, **payload} to RESULTS_DIR/<name>-<cpu slug>-<UTC date>.json
+    atomically; a second result of the same day gets the time too (<date>-<HHMMSS>): a committed result is never
+    replaced.
 
     limits: the machine_limits() dict already measured by the benchmark; measured here (cached) if omitted.
     """

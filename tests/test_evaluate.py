@@ -374,3 +374,18 @@ def test_chosen_int8_path_is_the_fastest_within_a_point():
     line = findings.int8(s, measure.INT8_GOAL)
     assert "1 of 3 rows reach 2x at batch 1" in line and "B (int8 static, onnxruntime" in line
     assert "A (int8 static, PT2E + torch.compile (oneDNN): -0.50 points, 1.71x at batch 1, 2.91x at batch 64)" in line
+
+
+def test_int8_table_leaves_the_compiled_path_out_where_it_may_not_compile(quick_models, real_data_dir, capsys):
+    """The default render on a machine kind without shipped compiled measurements (``compile_missing=False``): the
+    row keeps its other INT8 paths, the compiled one is left out and the notebook says why; no path is chosen twice."""
+    from studylib import data
+
+    cfg = config.get_profile("quick")
+    rows = {k: d for k, d in deploy.load_all("quick").items() if k == "custom_cnn"}
+    train, test = data.load_profile_data(cfg, real_data_dir)
+    t = measure.int8_table(rows, test, train, cfg["evaluation"], "quick", compile_missing=False)
+    assert {"fp32", "int8 static", measure.INT8_ONNX} <= set(t.Variant) and measure.INT8_COMPILED not in set(t.Variant)
+    printed = capsys.readouterr().out
+    assert f"{measure.INT8_COMPILED} left out: not measured on this machine kind" in printed
+    assert t["Chosen INT8 path"].sum() <= 1

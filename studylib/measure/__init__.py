@@ -470,6 +470,7 @@ FP32_ONNX = "fp32, onnxruntime"
 INT8_ONNX = "int8 static, onnxruntime (QDQ, U8S8)"  # onnx_static_int8: int8 convolutions on VNNI
 INT8_COMPILED = "int8 static, PT2E + torch.compile (oneDNN)"  # quantize.compiled_int8: int8 convolutions on VNNI
 INT8_GOAL = {"max_loss_points": 1.0, "speedup": 2.0}  # an INT8 path that pays: within a point of fp32, >= 2x faster
+STATIC_INT8 = ("int8 static", INT8_COMPILED, INT8_ONNX)  # the static paths of int8_table a row may choose
 
 
 class NotCompiledHere(RuntimeError):
@@ -483,8 +484,9 @@ def int8_table(rows: dict, test, train_split, ev: dict, profile: str, *, force: 
     body for every row: ONNX Runtime's QDQ, and PT2E (eager, and under ``torch.compile`` for the rows
     ``ev["int8_compiled_rows"]`` names, None: all; a row whose compile fails keeps its other paths, with the reason
     printed; ``compile_missing=False``: a compiled measurement this machine kind has not shipped is left out, said
-    so, instead of compiled here); dynamic INT8 (int8 linears) for the scratch rows (a transfer row's only linear is its head). The column
-    "Chosen INT8 path" marks each row's fastest static path at batch 1 within ``INT8_GOAL``'s accuracy loss.
+    so, instead of compiled here); dynamic INT8 (int8 linears) for the scratch rows (a transfer row's only linear is
+    its head). The column "Chosen INT8 path" marks each row's fastest static path at batch 1 within ``INT8_GOAL``'s
+    accuracy loss.
     Accuracy results are runs keyed by the deployed run, calibration and test images (shippable); latency is
     measured per machine."""
     from .. import data, runs
@@ -619,8 +621,7 @@ def chosen_int8(t: pd.DataFrame) -> pd.Series:
     Runtime) with the highest batch-1 speed-up over PyTorch fp32 among those that lose at most
     ``INT8_GOAL["max_loss_points"]`` of fp32's accuracy; a row with none such has no choice (no INT8 path that
     keeps the accuracy). torchvision's quantizable MobileNetV2 is another function (ReLU6 -> ReLU): never chosen."""
-    ok = (t.Variant.isin(["int8 static", INT8_COMPILED, INT8_ONNX])
-          & (t["Δ accuracy (points)"] >= -INT8_GOAL["max_loss_points"]))
+    ok = t.Variant.isin(STATIC_INT8) & (t["Δ accuracy (points)"] >= -INT8_GOAL["max_loss_points"])
     best = t[ok].groupby("key")["Speed-up"].idxmax()
     return t.index.isin(best.values)
 
@@ -633,12 +634,12 @@ def int8_summary(t: pd.DataFrame) -> pd.DataFrame:
     recs = []
     for key, g in t.groupby("key", sort=False):
         chosen = g[g["Chosen INT8 path"]]
-        static = g[g.Variant.isin(["int8 static", INT8_COMPILED, INT8_ONNX])]
+        static = g[g.Variant.isin(STATIC_INT8)]
         r = chosen.iloc[0] if len(chosen) else static.loc[static["Δ accuracy (points)"].idxmax()]
+        met = lambda speedup: bool(len(chosen)) and speedup >= INT8_GOAL["speedup"]  # noqa: E731
         recs.append({"Model": r.Model, "INT8 path": r.Variant if len(chosen) else f"none within "
                      f"{INT8_GOAL['max_loss_points']:g} point (most accurate: {r.Variant})",
                      "Δ accuracy (points)": r["Δ accuracy (points)"], "Speed-up, batch 1": r["Speed-up"],
-                     batch: r[batch], "Meets the goal at batch 1": bool(len(chosen)) and r["Speed-up"] >= INT8_GOAL["speedup"],
-                     f"Meets the goal at {batch.removeprefix('Speed-up, ')}": bool(len(chosen))
-                     and r[batch] >= INT8_GOAL["speedup"]})
+                     batch: r[batch], "Meets the goal at batch 1": met(r["Speed-up"]),
+                     f"Meets the goal at {batch.removeprefix('Speed-up, ')}": met(r[batch])})
     return pd.DataFrame(recs).set_index("Model")

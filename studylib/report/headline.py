@@ -80,13 +80,13 @@ def int8(results_dir: Path = DEFAULT_RESULTS) -> str:
         raise FileNotFoundError(f"{path} not found: render the report first (python run_all.py --publish)")
     t = pd.read_csv(path)
     batch = next(c for c in t.columns if c.startswith("Speed-up, batch"))
-    lines = [f"| row | INT8 path | Δ accuracy (points) | vs PyTorch fp32, batch 1 | {batch.removeprefix('Speed-up, ')} | "
-             "vs fp32 in the same engine, batch 1 | path of choice |", "|---|---|---|---|---|---|---|"]
+    lines = [f"| row | INT8 path | Δ accuracy (points) | vs PyTorch fp32, batch 1 | {batch.removeprefix('Speed-up, ')} |"
+             " vs fp32 in the same engine, batch 1 | path of choice |", "|---|---|---|---|---|---|---|"]
     shown = t[t.Variant.str.contains("onnxruntime|torch.compile") & t.Variant.str.startswith("int8 static")]
     for _, r in shown.iterrows():
-        lines.append(f"| {r['Model']} | {r['Variant'].removeprefix('int8 static, ')} | {r['Δ accuracy (points)']:+.2f} | "
-                     f"{r['Speed-up']:.2f} | {r[batch]:.2f} | {r['Speed-up vs fp32, same engine']:.2f} | "
-                     f"{'**yes**' if r['Chosen INT8 path'] else ''} |")
+        lines.append(f"| {r['Model']} | {r['Variant'].removeprefix('int8 static, ')} | "
+                     f"{r['Δ accuracy (points)']:+.2f} | {r['Speed-up']:.2f} | {r[batch]:.2f} | "
+                     f"{r['Speed-up vs fp32, same engine']:.2f} | {'**yes**' if r['Chosen INT8 path'] else ''} |")
     lines += ["", f"Copied from `{config.display_path(path)}` by `python -m studylib.report.headline`; the machine is "
               "the headline table's."]
     return "\n".join(lines)
