@@ -179,8 +179,20 @@ def compiled_int8(q: nn.Module, body_attr: str) -> nn.Module:
 
     inductor_config.freezing = True  # constant weights: prepacked for oneDNN's int8 kernels
     c = copy.deepcopy(q)
-    setattr(c, body_attr, CompiledInt8Body(torch.compile(getattr(c, body_attr).graph_module)))
+    gm = getattr(c, body_attr).graph_module
+    _int32_weight_zero_points(gm)
+    setattr(c, body_attr, CompiledInt8Body(torch.compile(gm)))
     return c
+
+
+def _int32_weight_zero_points(gm: torch.fx.GraphModule) -> None:
+    """The per-channel weight zero points as int32, the type oneDNN's int8 kernels take (PT2E's observers store
+    int64; inductor then converts them itself while lowering a linear, with a UserWarning in every report)."""
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target == torch.ops.quantized_decomposed.dequantize_per_channel.default:
+            zp = node.args[2]
+            if zp.op == "get_attr" and getattr(gm, zp.target).dtype == torch.int64:
+                setattr(gm, zp.target, getattr(gm, zp.target).to(torch.int32))
 
 
 class CompiledInt8Body(Int8Body):
