@@ -118,7 +118,10 @@ def work(profile: str) -> list[dict]:
                  # each data-efficiency size: its search and its points, at equal steps (efficiency_epoch_images)
                  + (len(g["efficiency_seeds"]) + len(g["lr_candidates"]) + 1) * 2 * sum(
                      g["efficiency_epochs"] * (max(10 * pc, g["efficiency_epoch_images"]) + EVAL_COST * n_test)
-                     for pc in g["efficiency_per_class"]))
+                     for pc in g["efficiency_per_class"])
+                 # the training-budget points of both inits (the recipe's own epochs are the cells above)
+                 + 2 * sum(n * e * (n_train + EVAL_COST * n_test)
+                           for e, n in zip(g["budget_epochs"], g["budget_seed_counts"]) if e != ft["epochs"]))
     points = sum(max(10 * pc, de["min_epoch_images"]) for pc in de["train_per_class"]) * len(de["scratch_seeds"])
     res = config.grid("resolution", profile)
     res_imgs = sum((s_ / 224) ** 2 * (10 * (res["train_per_class"] or 5000) + n_test)
@@ -133,7 +136,8 @@ def work(profile: str) -> list[dict]:
         {"notebook": "09", "work": "Custom CNN data-efficiency points", "kind": "custom_cnn",
          "images": points * r["epochs"]},
         {"notebook": "10", "work": "probe features at every size", "kind": "extract224", "images": res_imgs},
-        {"notebook": "12", "work": f"controlled grid at {g['size']} px (fine-tuning cells, search, small-data pairs)",
+        {"notebook": "12", "work": f"controlled grid at {g['size']} px (fine-tuning cells, searches, small-data pairs, "
+                                   "budget points)",
          "kind": "finetune", "images": grid_imgs},
     ]
 

@@ -80,6 +80,11 @@ def test_scratch_run_keys_follow_recipe_seed_and_subset(real_data_dir):
     assert scratch.job("custom_cnn", "study", "quick", per_class=100, data_dir=real_data_dir).run.id == full.id
     sub = scratch.job("custom_cnn", "study", "quick", per_class=10, min_epoch_images=500, data_dir=real_data_dir)
     assert sub.run.key["subset"] == {"per_class": 10, "subset_seed": 42, "repeats": 5} and "--per-class 10" in sub.command
+    # a stated step budget (notebook 09's curve): its own epochs key the run and its command says them
+    short = scratch.job("custom_cnn", "study", "quick", per_class=10, min_epoch_images=500, epochs=1,
+                        data_dir=real_data_dir)
+    assert short.run.key["recipe"]["epochs"] == 1 and short.run.id != sub.run.id and "--epochs 1 " in short.command
+    assert "--epochs" not in sub.command
     assert "vit_small" not in full.key["recipe"]  # the other model's settings do not key this model's runs
     with pytest.raises(KeyError, match="not a scratch model"):
         scratch.job("mobilenet_v2", "study", "quick")
@@ -269,6 +274,21 @@ def test_next_value_walks_the_half_decade_ladder():
     assert tuning.next_value(1e-4, up=False) == pytest.approx(3e-5)
 
 
+def test_efficiency_curves_full_data_points_are_the_probe_cells_and_the_equal_step_budget_runs(monkeypatch):
+    """Notebook 09's grid-network pairs end at 50,000 images with runs of other sections: the probe cells and the
+    training-budget runs whose epochs give the subsets' optimiser steps (efficiency_epochs), never another budget."""
+    g = config.grid("controlled", "full")
+    monkeypatch.setattr(finetune, "cell_jobs", lambda *a, **k: {(t, i): [f"{t} cell {i}"] for t, i in finetune.CELLS})
+    # only the ImageNet init's search has finished: the random init has no budget runs yet
+    monkeypatch.setattr(finetune, "budget_jobs", lambda *a, **k: {("imagenet", e): [f"imagenet, {e} epochs"]
+                                                                   for e in g["budget_epochs"]})
+    assert finetune.efficiency_full_jobs("full", train=False) == {
+        ("probe", "imagenet", 5000): ["probe cell imagenet"], ("probe", "random", 5000): ["probe cell random"],
+        ("finetune", "imagenet", 5000): [f"imagenet, {g['efficiency_epochs']} epochs"]}
+    per_class = config.get_profile("quick")["train_per_class"]  # the quick profile's whole training set
+    assert {pc for _, _, pc in finetune.efficiency_full_jobs("quick", train=False)} == {per_class}
+
+
 def test_lr_search_stops_at_its_extension_budget_and_says_edge(monkeypatch):
     asked = _fake_search(monkeypatch, lambda lr: lr)  # always better higher: never interior
     search = finetune.lr_search("random", "full")
@@ -316,6 +336,9 @@ def test_retraining_estimate_covers_the_selected_notebooks(monkeypatch):
     assert list(t.notebook) == ["02", "12"]
     cnn = t.set_index("notebook").loc["02"]
     assert cnn["images"] == 2 * (15 * 50000 + 15 * 10000 / 3) and cnn["minutes here"] == cnn["images"] / 100 / 60
+    g = config.grid("controlled", "full")  # 12 counts the training-budget points (30 and 60 epochs: most of its time)
+    budget = 2 * sum(n * e * 50000 for e, n in zip(g["budget_epochs"], g["budget_seed_counts"]) if e != 15)
+    assert t.set_index("notebook").loc["12", "images"] > budget
     text = estimate.format_table(t)
     assert "Estimated retraining time" in text and "total" in text and "GPU" in text
 

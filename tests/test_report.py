@@ -271,6 +271,17 @@ def test_resolution_section_times_extraction_only_where_a_probe_finished(monkeyp
     assert {j.command for j in jobs} == {"python -m studylib.recipes.experiments --profile quick --only resolution"}
 
 
+def test_every_data_efficiency_curve_states_its_optimiser_steps():
+    """A curve whose points ran different step budgets says so in its legend (the Custom CNN's 600 and 1,185)."""
+    from studylib.report.plots_experiments import data_efficiency_curves
+
+    summary = pd.DataFrame([{"label": lab, "train_images": n, "mean": 0.5, "std": 0.01, "seeds": 2, "steps": steps}
+                            for lab, n, steps in (("cnn", 1000, 600), ("cnn", 10000, 1185), ("pair", 1000, 2346),
+                                                  ("pair", 50000, 2346))])
+    legend = [t.get_text() for t in data_efficiency_curves(summary, "t").axes[0].get_legend().get_texts()]
+    assert legend == ["cnn (2+ seeds; 600-1,185 steps)", "pair (2+ seeds; 2,346 steps)"]
+
+
 def test_a_per_class_plot_of_no_finished_run_draws_nothing():
     from studylib.report import plots
 

@@ -409,8 +409,9 @@ def efficiency_points(profile: str, *, data_dir=None, device: str = "auto") -> d
 
 def efficiency_curve(profile: str, *, data_dir=None, device: str = "auto") -> dict:
     """Notebook 09's curves: every kind of point against labelled training images (the probes on the
-    data-efficiency grid, the from-scratch points, the grid network's ImageNet / random pairs), each point
-    ensured. Returns {"points": one row per run, "curve": report.curve of them, "efficiency": efficiency_section}."""
+    data-efficiency grid, the from-scratch points, the grid network's ImageNet / random pairs with their
+    full-data points: ``finetune.efficiency_full_jobs``), each point ensured. Returns {"points": one row per run,
+    "curve": report.curve of them, "efficiency": efficiency_section}."""
     kw = dict(data_dir=data_dir, device=device)
     probes = data_efficiency_table(profile, **kw)
     if len(probes):
@@ -420,7 +421,10 @@ def efficiency_curve(profile: str, *, data_dir=None, device: str = "auto") -> di
                                     "test_acc": r.metrics["test_acc"], "steps": r.metrics["steps"],
                                     "device": r.metrics["device"]} for k, r in done.items() if r.done])
     eff = efficiency_section(profile, **kw)
-    grid_points = eff["table"].assign(label=lambda d: d.cell + " (grid network)")
+    full = finetune.efficiency_full_jobs(profile, train=runs.training_allowed(), **kw)  # the pairs' 50,000-image points
+    ensure_all(full)
+    grid_points = pd.concat([eff["table"], finetune.table(full)], ignore_index=True).assign(
+        label=lambda d: d.cell + " (grid network)")
     columns = ["label", "train_images", "seed", "test_acc", "steps", "device"]
     found = [t[columns] for t in (probes, scratch_points, grid_points) if len(t)]
     points = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=columns)

@@ -278,6 +278,21 @@ def efficiency_jobs(profile: str = "full", *, data_dir=None, device: str = "auto
     return out
 
 
+def efficiency_full_jobs(profile: str = "full", *, data_dir=None, device: str = "auto", train: bool = True) -> dict:
+    """The pairs' points on every training image, keyed like ``efficiency_jobs`` (images per class of the
+    protocol's training set): the grid's probe cells (frozen) and the training-budget runs of ``efficiency_epochs``
+    epochs (end to end: the subsets' optimiser steps, at the full-data search's rate). Runs of other sections,
+    joined to notebook 09's curves; an init whose search has not finished has no end-to-end point."""
+    g = config.grid("controlled", profile)
+    per_class = config.get_profile(profile)["train_per_class"] or data.FULL_PER_CLASS["train"]
+    cells = cell_jobs(profile, data_dir=data_dir, device=device, train=train)
+    budget = budget_jobs(profile, data_dir=data_dir, device=device, train=train)
+    out = {("probe", init, per_class): cells[("probe", init)] for init in INITS}
+    out.update({("finetune", init, per_class): budget[(init, g["efficiency_epochs"])] for init in INITS
+                if (init, g["efficiency_epochs"]) in budget})
+    return out
+
+
 def budget_jobs(profile: str = "full", *, data_dir=None, device: str = "auto", train: bool = True) -> dict:
     """The end-to-end column against the training budget: {(init, epochs): [Job per seed]} at ``budget_epochs``,
     each run its own full schedule, at the rate its init's full-data search chose (an init whose search has not

@@ -48,15 +48,18 @@ def run_key(name: str, r: dict, train: data.CifarSplit, test: data.CifarSplit, s
 
 
 def job(name: str, recipe: str = "study", profile: str = "full", *, seed: int | None = None, per_class: int | None = None,
-        min_epoch_images: int = 0, data_dir=None, device: str = "auto", progress: bool | None = None) -> runs.Job:
+        min_epoch_images: int = 0, epochs: int | None = None, data_dir=None, device: str = "auto",
+        progress: bool | None = None) -> runs.Job:
     """Model ``name`` trained from scratch with ``recipe``. ``per_class``: on a stratified subset of the
     training images (drawn by the protocol's subset_seed, nested across sizes), repeated whole until an
-    epoch holds ``min_epoch_images`` (data-efficiency points)."""
+    epoch holds ``min_epoch_images`` (data-efficiency points); ``epochs``: instead of the recipe's (its
+    schedule over its own length; the data-efficiency curve's step budget)."""
     if name not in MODELS:
         raise KeyError(f"{name!r} is not a scratch model; choose one of {MODELS}")
     if recipe not in RECIPES:
         raise KeyError(f"{recipe!r} is not a scratch recipe; choose one of {RECIPES}")
-    r = config.recipe(recipe, profile, **({} if seed is None else {"seed": seed}))
+    overrides = {k: v for k, v in (("seed", seed), ("epochs", epochs)) if v is not None}
+    r = config.recipe(recipe, profile, **overrides)
     cfg = config.get_profile(profile)
     train, test = data.load_profile_data(cfg, data_dir)
     subset = None
@@ -95,7 +98,8 @@ def job(name: str, recipe: str = "study", profile: str = "full", *, seed: int | 
                    precision=r["precision"], channels_last=channels_last, progress=progress)
 
     command = (f"python -m studylib.recipes.scratch {name} --recipe {recipe} --profile {profile} --seed {r['seed']}"
-               + (f" --per-class {per_class} --min-epoch-images {min_epoch_images}" if subset else "") + " --device auto")
+               + (f" --per-class {per_class} --min-epoch-images {min_epoch_images}" if subset else "")
+               + (f" --epochs {epochs}" if epochs is not None else "") + " --device auto")
     return runs.Job(run, fit, command)
 
 
@@ -116,13 +120,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, nargs="*", default=[None], help="default: the recipe's seed")
     ap.add_argument("--per-class", type=int, nargs="*", default=[None], help="data-efficiency points (images per class)")
     ap.add_argument("--min-epoch-images", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--force", action="store_true")
     args = runs.parse_command(ap, argv)
     for name in args.models:
         for seed, per_class in [(s, p) for s in args.seed for p in args.per_class]:
             j = job(name, args.recipe, args.profile, seed=seed, per_class=per_class,
-                    min_epoch_images=args.min_epoch_images, data_dir=args.data_dir, device=args.device)
+                    min_epoch_images=args.min_epoch_images, epochs=args.epochs, data_dir=args.data_dir,
+                    device=args.device)
             reused = j.run.done and not args.force
             run = j.ensure(force=args.force, train=True)
             m = run.metrics

@@ -14,13 +14,16 @@ from . import plots  # noqa: F401  (applies the study's seaborn theme)
 
 
 def data_efficiency_curves(summary: pd.DataFrame, title: str):
-    """Test accuracy (%) against training images (log axis), mean +- std over seeds; ``summary`` has
-    columns label, train_images, mean, std, seeds (accuracies as fractions)."""
+    """Test accuracy (%) against training images (log axis), mean +- std over seeds, each curve's optimiser
+    steps per point in its legend; ``summary`` has columns label, train_images, mean, std, seeds, steps
+    (accuracies as fractions)."""
     fig, ax = plt.subplots(figsize=(11, 4.6))
     for i, (label, g) in enumerate(summary.groupby("label", sort=False)):
         g = g.sort_values("train_images")
+        lo, hi = int(g.steps.min()), int(g.steps.max())
+        steps = f"{lo:,} steps" if lo == hi else f"{lo:,}-{hi:,} steps"
         ax.errorbar(g.train_images, 100 * g["mean"], yerr=100 * g["std"].fillna(0), marker="o", capsize=3,
-                    label=f"{label} ({int(g.seeds.min())}+ seeds)", color=f"C{i}")
+                    label=f"{label} ({int(g.seeds.min())}+ seeds; {steps})", color=f"C{i}")
     ax.set_xscale("log")
     ax.set_xlabel("labelled training images (stratified)")
     ax.set_ylabel("test accuracy (%)")
