@@ -278,7 +278,7 @@ def test_efficiency_curves_full_data_points_are_the_probe_cells_and_the_equal_st
     """Notebook 09's grid-network pairs end at 50,000 images with runs of other sections: the probe cells and the
     training-budget runs whose epochs give the subsets' optimiser steps (efficiency_epochs), never another budget."""
     g = config.grid("controlled", "full")
-    monkeypatch.setattr(finetune, "cell_jobs", lambda *a, **k: {(t, i): [f"{t} cell {i}"] for t, i in finetune.CELLS})
+    monkeypatch.setattr(finetune, "probe_cells", lambda *a, **k: {i: [f"probe cell {i}"] for i in finetune.INITS})
     # only the ImageNet init's search has finished: the random init has no budget runs yet
     monkeypatch.setattr(finetune, "budget_jobs", lambda *a, **k: {("imagenet", e): [f"imagenet, {e} epochs"]
                                                                    for e in g["budget_epochs"]})

@@ -240,14 +240,18 @@ def probe_seeds(init: str, seeds) -> tuple:
     return tuple(seeds) if init == "random" else tuple(seeds)[:1]
 
 
+def probe_cells(profile: str = "full", *, data_dir=None, device: str = "auto") -> dict:
+    """{init: [Job per seed]}: the grid's frozen cells (``probe_seeds``) on every training image."""
+    seeds = config.grid("controlled", profile)["probe_seeds"]
+    return {init: [probe_job(init, profile, s, data_dir=data_dir, device=device) for s in probe_seeds(init, seeds)]
+            for init in INITS}
+
+
 def cell_jobs(profile: str = "full", *, data_dir=None, device: str = "auto", train: bool = True) -> dict:
     """Every run of the grid, by cell: {(training, init): [Job per seed]}; the end-to-end cells' learning
     rates come from ``lr_search`` (searched now when ``train``; cells without a chosen rate are absent)."""
     g = config.grid("controlled", profile)
-    out = {}
-    for init in INITS:
-        out[("probe", init)] = [probe_job(init, profile, s, data_dir=data_dir, device=device)
-                                for s in probe_seeds(init, g["probe_seeds"])]
+    out = {("probe", init): cell for init, cell in probe_cells(profile, data_dir=data_dir, device=device).items()}
     for init in INITS:
         lr = choose_lr(lr_search(init, profile, data_dir=data_dir, device=device, train=train))
         out[("finetune", init)] = [] if lr is None else [
@@ -285,9 +289,9 @@ def efficiency_full_jobs(profile: str = "full", *, data_dir=None, device: str = 
     joined to notebook 09's curves; an init whose search has not finished has no end-to-end point."""
     g = config.grid("controlled", profile)
     per_class = config.get_profile(profile)["train_per_class"] or data.FULL_PER_CLASS["train"]
-    cells = cell_jobs(profile, data_dir=data_dir, device=device, train=train)
     budget = budget_jobs(profile, data_dir=data_dir, device=device, train=train)
-    out = {("probe", init, per_class): cells[("probe", init)] for init in INITS}
+    out = {("probe", init, per_class): cell for init, cell in probe_cells(profile, data_dir=data_dir,
+                                                                          device=device).items()}
     out.update({("finetune", init, per_class): budget[(init, g["efficiency_epochs"])] for init in INITS
                 if (init, g["efficiency_epochs"]) in budget})
     return out
